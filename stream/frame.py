@@ -1,0 +1,53 @@
+"""The frame type that flows through the stage graph."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from stream.faces import Faces
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded picture and what the stages learned about it.
+
+    image: HxWx3 uint8, BGR (OpenCV's order), upright (rotation metadata applied).
+    pts: presentation time in ``time_base`` units, exactly as decoded; never re-timed.
+    index: position in the source, from 0.
+    detections: this frame's detector output (None where the detector did not run).
+    tracks: the faces to mask: detections plus the tracker's coasting predictions.
+    packets: compressed packets of other streams (audio) that the source demuxed
+      since the previous video frame; the sink muxes them after this frame, so they
+      travel in order and in sync without a side channel.
+    failure: the exception a stage raised on this frame; such a frame is covered
+      whole by the fallback before it may reach a sink.
+    """
+
+    image: np.ndarray
+    pts: int
+    time_base: Fraction
+    index: int
+    detections: Faces | None = None
+    tracks: Faces | None = None
+    packets: tuple = field(default=(), repr=False)
+    failure: BaseException | None = None
+
+    @property
+    def time(self) -> float:
+        return float(self.pts * self.time_base)
+
+    @property
+    def width(self) -> int:
+        return self.image.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.image.shape[0]
+
+    def replace(self, **changes) -> Frame:
+        """A copy with some fields changed; timestamps ride along untouched."""
+        return dataclasses.replace(self, **changes)
