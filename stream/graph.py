@@ -1,0 +1,217 @@
+"""The stage graph runtime: a source, a chain of stages and a sink, each in its own
+thread, joined by bounded queues.
+
+Stages stay synchronous and know nothing about threads. Decode, ONNX Runtime,
+OpenCV and encode release the GIL, so one thread per stage lets them overlap.
+
+Fail closed: when a stage raises on a frame, that frame is marked failed, skips the
+remaining stages, and is covered whole by ``cover`` before the sink sees it; the
+source then stops reading, the frames already in flight finish, and ``run`` raises
+the first error. A stage that takes longer than ``stage_timeout`` stops the graph at
+once: the stuck frame and those behind it never reach the sink.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from stream.errors import StageError
+from stream.frame import Frame
+from stream.stats import LatencyLog
+
+_END = object()
+_POLL_S = 0.05
+JOIN_TIMEOUT_S = 5.0
+
+
+class Stage(Protocol):
+    """One step of the pipeline: takes a frame, returns the frame with what it added."""
+
+    name: str
+
+    def process(self, frame: Frame) -> Frame: ...
+
+
+class Sink(Protocol):
+    def write(self, frame: Frame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunReport:
+    frames: int = 0
+    failed_frames: int = 0
+    wall_s: float = 0.0
+    latency: LatencyLog = field(default_factory=LatencyLog)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class _Worker:
+    """A thread plus what the watchdog needs to see: what it is doing since when."""
+
+    def __init__(self, name: str, target: Callable[[], None]):
+        self.name = name
+        self.busy_since: float | None = None
+        self.frame_index: int | None = None
+        self.thread = threading.Thread(target=target, name=f"veil-{name}", daemon=True)
+
+    def timed(self, frame_index: int | None, call: Callable[[], object]):
+        self.frame_index, self.busy_since = frame_index, time.monotonic()
+        try:
+            return call()
+        finally:
+            self.busy_since = None
+
+
+class Graph:
+    def __init__(
+        self,
+        source: Iterable[Frame],
+        stages: list[Stage],
+        sink: Sink,
+        *,
+        cover: Callable[[Frame], Frame],
+        queue_size: int = 4,
+        stage_timeout: float = 30.0,
+        on_frame: Callable[[Frame], None] | None = None,
+    ):
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        if stage_timeout <= 0:
+            raise ValueError(f"stage_timeout must be positive, got {stage_timeout}")
+        self.source, self.stages, self.sink = source, list(stages), sink
+        self.cover, self.on_frame = cover, on_frame
+        self.stage_timeout = stage_timeout
+        self.queues = [queue.Queue(maxsize=queue_size) for _ in range(len(self.stages) + 1)]
+        self.report = RunReport()
+        self._errors: list[BaseException] = []
+        self._errors_lock = threading.Lock()
+        self._draining = threading.Event()  # stop reading the source, finish what is in flight
+        self._halt = threading.Event()  # stop everything now
+
+    # --- plumbing ---------------------------------------------------------
+    def _fail(self, error: BaseException) -> None:
+        with self._errors_lock:
+            self._errors.append(error)
+        self._draining.set()
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self._halt.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue):
+        while not self._halt.is_set():
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+        return _END
+
+    # --- threads ----------------------------------------------------------
+    def _read(self, worker: _Worker) -> None:
+        iterator = iter(self.source)
+        try:
+            while not self._draining.is_set():
+                start = time.perf_counter()
+                frame = worker.timed(None, lambda: next(iterator, _END))
+                if frame is _END:
+                    break
+                self.report.latency.add("decode", time.perf_counter() - start)
+                if not self._put(self.queues[0], frame):
+                    return
+        except BaseException as error:  # noqa: BLE001 - every failure must reach the user
+            self._fail(error)
+        finally:
+            self._put(self.queues[0], _END)
+
+    def _run_stage(self, worker: _Worker, stage: Stage, inbox: queue.Queue, outbox: queue.Queue) -> None:
+        while True:
+            frame = self._get(inbox)
+            if frame is _END:
+                self._put(outbox, _END)
+                return
+            if frame.failure is None:
+                start = time.perf_counter()
+                try:
+                    frame = worker.timed(frame.index, lambda f=frame: stage.process(f))
+                except Exception as error:  # noqa: BLE001 - the frame is covered, the run fails
+                    frame = frame.replace(failure=error)
+                    self._fail(StageError(f"stage '{stage.name}' failed on frame {frame.index}: {error}"))
+                self.report.latency.add(stage.name, time.perf_counter() - start)
+            if not self._put(outbox, frame):
+                return
+
+    def _write(self, worker: _Worker) -> None:
+        try:
+            while True:
+                frame = self._get(self.queues[-1])
+                if frame is _END:
+                    return
+                if frame.failure is not None:
+                    frame = self.cover(frame)
+                    self.report.failed_frames += 1
+                start = time.perf_counter()
+                worker.timed(frame.index, lambda f=frame: self.sink.write(f))
+                self.report.latency.add("encode", time.perf_counter() - start)
+                self.report.frames += 1
+                if self.on_frame is not None:
+                    self.on_frame(frame)
+        except BaseException as error:  # noqa: BLE001
+            self._fail(error)
+            self._halt.set()
+
+    # --- driver -----------------------------------------------------------
+    def run(self) -> RunReport:
+        """Run to the end of the source; raise the first error any thread met."""
+        workers = [_Worker("source", lambda: self._read(workers[0]))]
+        for i, stage in enumerate(self.stages):
+            workers.append(
+                _Worker(stage.name, lambda i=i, s=stage: self._run_stage(workers[i + 1], s, self.queues[i], self.queues[i + 1]))
+            )
+        workers.append(_Worker("sink", lambda: self._write(workers[-1])))
+        start = time.perf_counter()
+        for worker in workers:
+            worker.thread.start()
+        try:
+            self._watch(workers)
+        except BaseException as error:  # Ctrl-C: stop everything, then let it through
+            self._halt.set()
+            self._draining.set()
+            raise error
+        finally:
+            for worker in workers:
+                worker.thread.join(timeout=JOIN_TIMEOUT_S)
+            self.report.wall_s = time.perf_counter() - start
+            try:
+                self.sink.close()
+            except BaseException as error:  # noqa: BLE001
+                self._fail(error)
+        if self._errors:
+            raise self._errors[0]
+        return self.report
+
+    def _watch(self, workers: list[_Worker]) -> None:
+        sink_thread = workers[-1].thread
+        while sink_thread.is_alive():
+            sink_thread.join(timeout=_POLL_S)
+            now = time.monotonic()
+            for worker in workers:
+                since = worker.busy_since
+                if since is not None and now - since > self.stage_timeout:
+                    where = "" if worker.frame_index is None else f" on frame {worker.frame_index}"
+                    self._fail(StageError(f"stage '{worker.name}' timed out after {self.stage_timeout:g}s{where}"))
+                    self._halt.set()
+                    return

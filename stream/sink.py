@@ -1,0 +1,109 @@
+"""Video file sink: H.264 (libx264) with the source's timestamps and its audio
+stream-copied, through PyAV.
+
+It writes to ``<name>.partial<ext>`` and renames to the real name only in
+``commit()``, so a run that fails never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from stream.errors import OutputError
+from stream.frame import Frame
+
+
+def partial_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+class VideoFileSink:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        width: int,
+        height: int,
+        rate: Fraction,
+        time_base: Fraction,
+        audio: list[av.audio.stream.AudioStream] = (),
+        crf: int = 18,
+        preset: str = "veryfast",
+    ):
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        try:
+            self.container = av.open(str(self.partial), mode="w")
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise OutputError(f"cannot write {self.path}: {getattr(error, 'strerror', None) or error}") from None
+        try:
+            self.video = self._add_video(width, height, rate, time_base, crf, preset)
+            self.audio = {stream.index: self._add_audio_copy(stream) for stream in audio}
+        except BaseException:
+            self.abort()
+            raise
+        self.frames = 0
+
+    def _add_video(self, width, height, rate, time_base, crf, preset) -> av.video.stream.VideoStream:
+        if "libx264" not in av.codecs_available:
+            raise OutputError("this FFmpeg build has no libx264 encoder (reinstall PyAV from its wheels)")
+        stream = self.container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = width, height
+        # 4:2:0 needs even sizes; odd sizes keep every pixel with 4:4:4 instead of cropping.
+        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        stream.time_base = time_base
+        stream.codec_context.time_base = time_base
+        stream.options = {"crf": str(crf), "preset": preset}
+        if self.container.format.name.split(",")[0] in ("mov", "mp4"):
+            self.container.options["movflags"] = "+faststart"
+        return stream
+
+    def _add_audio_copy(self, template: av.audio.stream.AudioStream):
+        codec = template.codec_context.name
+        if codec not in self.container.supported_codecs:
+            raise OutputError(
+                f"audio codec {codec} cannot be stored in {self.path.suffix or 'this'} files; "
+                "choose an .mkv output to keep the audio"
+            )
+        return self.container.add_stream_from_template(template)
+
+    def write(self, frame: Frame) -> None:
+        picture = av.VideoFrame.from_ndarray(frame.image, format="bgr24")
+        picture.pts = frame.pts
+        picture.time_base = frame.time_base
+        self.container.mux(self.video.encode(picture))
+        for packet in frame.packets:
+            out = self.audio.get(packet.stream.index)
+            if out is not None:
+                packet.stream = out
+                self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file (still under its partial name)."""
+        if self.container is None:
+            return
+        try:
+            self.container.mux(self.video.encode(None))
+        finally:
+            self.container.close()
+            self.container = None
+
+    def commit(self) -> Path:
+        """Give the finished file its real name."""
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the partial file: used when not one frame could be written."""
+        if self.container is not None:
+            try:
+                self.container.close()
+            except av.FFmpegError:
+                pass
+            self.container = None
+        self.partial.unlink(missing_ok=True)
