@@ -61,24 +61,26 @@ def _background(width: int, height: int) -> np.ndarray:
     return cv2.GaussianBlur(cv2.resize(scene, (width, height), interpolation=cv2.INTER_AREA), (0, 0), 3)
 
 
-def _sprite(actor: Actor) -> tuple[np.ndarray, np.ndarray]:
-    """The scaled head crop and the face box inside it (x1, y1, x2, y2)."""
+def _sprite(actor: Actor, frame_height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scaled head crop and the face box inside it (x1, y1, x2, y2); scales are
+    for a 720-line frame, so smaller clips keep the same composition."""
     (left, top, right, bottom), (fx, fy, fw, fh) = _PHOTOS[actor.photo]
     crop = _photo(actor.photo)[top:bottom, left:right]
     crop = np.clip(crop * np.array(actor.tint), 0, 255).astype(np.uint8)
     if actor.mirror:
         crop = crop[:, ::-1]
         fx = crop.shape[1] - fx - fw
-    size = (round(crop.shape[1] * actor.scale), round(crop.shape[0] * actor.scale))
-    sprite = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if actor.scale < 1 else cv2.INTER_CUBIC)
-    box = np.array([fx, fy, fx + fw, fy + fh], np.float32) * actor.scale
+    scale = actor.scale * frame_height / 720
+    size = (round(crop.shape[1] * scale), round(crop.shape[0] * scale))
+    sprite = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    box = np.array([fx, fy, fx + fw, fy + fh], np.float32) * scale
     return sprite, box
 
 
 def render_frames(width: int, height: int, fps: float, seconds: float, cast=DEFAULT_CAST):
     """Yield (image, face boxes visible in it) for each frame."""
     background = _background(width, height)
-    sprites = [_sprite(actor) for actor in cast]
+    sprites = [_sprite(actor, height) for actor in cast]
     for index in range(round(fps * seconds)):
         t = index / fps
         image = background.copy()

@@ -80,6 +80,8 @@ class VideoSource:
         if held is None:
             raise InputError(f"no decodable video frame in {self.url}")
         yield held.replace(packets=tuple(pending_packets))
+        if self.frame_count and index < self.frame_count:
+            raise InputError(f"truncated stream in {self.url}: {self.frame_count} frames declared, {index} decoded")
 
     def _frame(self, decoded: av.VideoFrame, index: int) -> Frame:
         pts = decoded.pts

@@ -1,0 +1,34 @@
+"""Face detectors: one interface, built by name.
+
+Every detector returns ``Faces`` in the input image's pixel coordinates, with YuNet's
+landmark order, track_ids -1 and detected True.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from stream.errors import InputError
+from stream.faces import Faces
+
+DETECTOR_NAMES = ("yunet", "centerface")
+
+
+class Detector(Protocol):
+    def detect(self, image_bgr_uint8: np.ndarray) -> Faces:
+        """Faces in an HxWx3 uint8 BGR image; raises InputError for anything else."""
+
+
+def make_detector(name: str = "yunet", **options) -> Detector:
+    """The detector called ``name``; options go to its constructor (input_size, tiles, ...)."""
+    if name == "yunet":
+        from stream.detectors.yunet import YuNet
+
+        return YuNet(**options)
+    if name == "centerface":
+        from stream.detectors.centerface import CenterFace
+
+        return CenterFace(**options)
+    raise InputError(f"unknown detector {name!r}; valid names: {', '.join(DETECTOR_NAMES)}")

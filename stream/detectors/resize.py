@@ -1,0 +1,141 @@
+"""What both detectors share: input checks, scaling, tiling, and mapping boxes back.
+
+A detector model only implements ``detect_native`` (faces in the image it is given); this
+base class decides which images it is given (the frame scaled to ``input_size``, and
+optionally native-resolution tiles for tiny faces) and maps every box back to the frame.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from stream.errors import InputError
+from stream.faces import Faces, iou_matrix
+
+TILE_SIZE = 640
+TILE_OVERLAP = 160  # a face up to this size lies whole inside at least one tile
+
+
+def check_image(image) -> None:
+    """Raise InputError unless ``image`` is a non-empty HxWx3 uint8 (BGR) array."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"detector input must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(f"detector input must be uint8 BGR, got dtype {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"detector input must be HxWx3 (BGR), got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"detector input is empty: shape {image.shape}")
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of the boxes (x1, y1, x2, y2) that greedy non-maximum suppression keeps.
+
+    Callers filter by score first; OpenCV here also drops scores of exactly 0.
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).astype(np.float64)
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.astype(np.float64).tolist(), 0.0, iou_threshold)
+    return np.asarray(keep, np.int64).reshape(-1)
+
+
+def merge_overlapping(faces: Faces, iou_threshold: float) -> Faces:
+    """Merge detections of one face from several passes into one box covering all of them.
+
+    Plain NMS would keep whichever box scored best, which can be the half of a face that a
+    tile border cut; the union keeps the whole face covered (fail closed). Score and
+    landmarks come from the best-scoring member.
+    """
+    if len(faces) == 0:
+        return faces
+    order = np.argsort(-faces.scores, kind="stable")
+    overlaps = iou_matrix(faces.boxes, faces.boxes) > iou_threshold
+    unclaimed = np.ones(len(faces), bool)
+    leaders, boxes = [], []
+    for leader in order:
+        if not unclaimed[leader]:
+            continue
+        members = overlaps[leader] & unclaimed
+        members[leader] = True
+        unclaimed[members] = False
+        group = faces.boxes[members]
+        leaders.append(leader)
+        boxes.append(np.concatenate([group[:, :2].min(axis=0), group[:, 2:].max(axis=0)]))
+    merged = faces[np.asarray(leaders)]
+    return Faces(np.asarray(boxes), merged.scores, merged.landmarks, merged.track_ids, merged.detected)
+
+
+def mapped(faces: Faces, scale_x: float, scale_y: float, offset_x: float = 0.0,
+           offset_y: float = 0.0) -> Faces:
+    """Faces found in a crop at (offset_x, offset_y) resized by (scale_x, scale_y), in frame pixels."""
+    scale = np.array([scale_x, scale_y], np.float32)
+    offset = np.array([offset_x, offset_y], np.float32)
+    boxes = faces.boxes / np.tile(scale, 2) + np.tile(offset, 2)
+    landmarks = faces.landmarks / scale + offset
+    return Faces(boxes, faces.scores, landmarks, faces.track_ids, faces.detected)
+
+
+def tile_starts(length: int) -> list[int]:
+    """Evenly spread starts of TILE_SIZE windows covering ``length`` with TILE_OVERLAP or more."""
+    if length <= TILE_SIZE:
+        return [0]
+    count = int(np.ceil((length - TILE_OVERLAP) / (TILE_SIZE - TILE_OVERLAP)))
+    return [round(i * (length - TILE_SIZE) / (count - 1)) for i in range(count)]
+
+
+class ScaledDetector:
+    """Runs a model's ``detect_native`` on the scaled frame (and tiles) and maps results back.
+
+    input_size: the longest side the frame is scaled to (up or down) before detection;
+      None runs at native resolution.
+    tiles: also run on overlapping native-resolution TILE_SIZE tiles and merge, for faces
+      too small to survive the downscale.
+    score_threshold: faces scoring below are dropped. Kept low on purpose: a missed face
+      leaks, a false positive only blurs a patch of background.
+    nms_threshold: IoU above which two boxes are taken to be one face.
+    """
+
+    def __init__(self, input_size: int | None, tiles: bool, score_threshold: float,
+                 nms_threshold: float):
+        if input_size is not None and input_size < 32:
+            raise InputError(f"input_size must be at least 32 pixels or None, got {input_size}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise InputError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if not 0.0 < nms_threshold <= 1.0:
+            raise InputError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
+        self.input_size = input_size
+        self.tiles = tiles
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+
+    def detect_native(self, image: np.ndarray) -> Faces:
+        """Faces in ``image`` (any size), in its pixel coordinates, after NMS."""
+        raise NotImplementedError
+
+    def detect(self, image: np.ndarray) -> Faces:
+        """Faces in a BGR uint8 frame, in the frame's pixel coordinates."""
+        check_image(image)
+        height, width = image.shape[:2]
+        passes = [self._detect_scaled(image)]
+        if self.tiles and (height > TILE_SIZE or width > TILE_SIZE):
+            for top in tile_starts(height):
+                for left in tile_starts(width):
+                    tile = image[top:top + TILE_SIZE, left:left + TILE_SIZE]
+                    passes.append(mapped(self.detect_native(tile), 1.0, 1.0, left, top))
+            faces = merge_overlapping(Faces.concat(passes), self.nms_threshold)
+        else:
+            faces = passes[0]
+        return faces.clipped(width, height)
+
+    def _detect_scaled(self, image: np.ndarray) -> Faces:
+        longest = max(image.shape[:2])
+        if self.input_size is None or self.input_size == longest:
+            return self.detect_native(image)
+        scale = self.input_size / longest
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(image, size, interpolation=interpolation)
+        # rounding the size changes the scale slightly; map back with each axis's own
+        return mapped(self.detect_native(resized), size[0] / image.shape[1], size[1] / image.shape[0])
