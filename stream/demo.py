@@ -78,7 +78,8 @@ def _sprite(actor: Actor, frame_height: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_frames(width: int, height: int, fps: float, seconds: float, cast=DEFAULT_CAST):
-    """Yield (image, face boxes visible in it) for each frame."""
+    """Yield (image, boxes of the faces at least partly in it) for each frame; a box of
+    a face crossing the edge reaches past it, so callers can tell how much is visible."""
     background = _background(width, height)
     sprites = [_sprite(actor, height) for actor in cast]
     for index in range(round(fps * seconds)):
@@ -93,9 +94,8 @@ def render_frames(width: int, height: int, fps: float, seconds: float, cast=DEFA
             y = round((actor.start[1] + u * (actor.end[1] - actor.start[1])) * height)
             _paste(image, sprite, x, y)
             box = face + np.array([x, y, x, y], np.float32)
-            clipped = np.clip(box, 0, [width, height, width, height])
-            if (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) > 0:
-                boxes.append(clipped)
+            if box[0] < width and box[1] < height and box[2] > 0 and box[3] > 0:
+                boxes.append(box)
         yield image, np.array(boxes, np.float32).reshape(-1, 4)
 
 

@@ -29,11 +29,15 @@ JOIN_TIMEOUT_S = 5.0
 
 
 class Stage(Protocol):
-    """One step of the pipeline: takes a frame, returns the frame with what it added."""
+    """One step of the pipeline: takes a frame, returns the frame with what it added.
+
+    A stage that holds frames back (to look ahead) returns a list of the frames it
+    releases, in order, and has a ``flush()`` that returns the rest at the end.
+    """
 
     name: str
 
-    def process(self, frame: Frame) -> Frame: ...
+    def process(self, frame: Frame) -> Frame | list[Frame]: ...
 
 
 class Sink(Protocol):
@@ -138,21 +142,28 @@ class Graph:
             self._put(self.queues[0], _END)
 
     def _run_stage(self, worker: _Worker, stage: Stage, inbox: queue.Queue, outbox: queue.Queue) -> None:
+        flush = getattr(stage, "flush", None)
         while True:
             frame = self._get(inbox)
             if frame is _END:
-                self._put(outbox, _END)
+                held = worker.timed(None, flush) if flush is not None and not self._halt.is_set() else []
+                for item in [*held, _END]:
+                    self._put(outbox, item)
                 return
             if frame.failure is None:
                 start = time.perf_counter()
                 try:
-                    frame = worker.timed(frame.index, lambda f=frame: stage.process(f))
+                    result = worker.timed(frame.index, lambda f=frame: stage.process(f))
+                    released = [result] if isinstance(result, Frame) else list(result)
                 except Exception as error:  # noqa: BLE001 - the frame is covered, the run fails
-                    frame = frame.replace(failure=error)
+                    released = [frame.replace(failure=error)]
                     self._fail(StageError(f"stage '{stage.name}' failed on frame {frame.index}: {error}"))
                 self.report.latency.add(stage.name, time.perf_counter() - start)
-            if not self._put(outbox, frame):
-                return
+            else:  # keep order: what the stage holds goes out before the failed frame
+                released = [*(flush() if flush is not None else []), frame]
+            for item in released:
+                if not self._put(outbox, item):
+                    return
 
     def _write(self, worker: _Worker) -> None:
         try:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from stream.anonymise import Anonymiser, cover_whole_frame
 from stream.audit import AuditStage
+from stream.backfill import BackfillStage
 from stream.detectors import Detector, make_detector
 from stream.errors import InputError, OutputError, VeilError
 from stream.graph import Graph, RunReport
@@ -39,6 +40,7 @@ class Options:
     margin: float = 0.4
     shape: str = "ellipse"
     coast_s: float = 1.0
+    backfill_s: float = 0.2
     audit: str | None = None
     stage_timeout: float = 30.0
     progress: bool = True
@@ -107,6 +109,7 @@ def run_video(input_path, output_path, options: Options, detector: Detector, *, 
         stages = [
             DetectStage(detector, every=options.detect_every),
             TrackStage(Tracker(max_coast_s=options.coast_s, fps=float(source.rate))),
+            BackfillStage(frames=round(options.backfill_s * float(source.rate))),
         ]
         if options.audit:
             audit = AuditStage(options.audit)
