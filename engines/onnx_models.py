@@ -43,8 +43,8 @@ def load_session(
     if missing:
         raise MissingDependency(
             f"ONNX Runtime here has no {', '.join(missing)} (it has "
-            f"{', '.join(onnxruntime.get_available_providers())}); GPU providers need "
-            "pip install 'veil[gpu]'"
+            f"{', '.join(onnxruntime.get_available_providers())}); GPU providers come with the "
+            "onnxruntime-gpu package in place of onnxruntime"
         )
     if intra_op_threads is not None and intra_op_threads < 1:
         raise InputError(f"intra_op_threads must be at least 1, got {intra_op_threads}")

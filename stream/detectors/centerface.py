@@ -13,7 +13,7 @@ import importlib.resources
 import numpy as np
 import onnx
 
-from engines.onnx_models import CPU, load_session, make_input_dims_symbolic
+from engines.onnx_models import CPU, make_input_dims_symbolic
 from stream.detectors.resize import ScaledDetector, nms
 from stream.faces import Faces
 
@@ -67,10 +67,7 @@ class CenterFace(ScaledDetector):
     def __init__(self, input_size: int | None = 640, tiles: bool = False,
                  score_threshold: float = 0.3, nms_threshold: float = 0.3,
                  providers: tuple[str, ...] = CPU, intra_op_threads: int | None = None):
-        super().__init__(input_size, tiles, score_threshold, nms_threshold)
-        self.session = load_session(runnable_model(), providers, intra_op_threads)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [output.name for output in self.session.get_outputs()]
+        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, providers, intra_op_threads)
 
     def detect_native(self, image: np.ndarray) -> Faces:
         heatmap, log_size, offset, landmarks = self.session.run(

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import onnx
+
+from engines.onnx_models import load_session
 
 from stream.errors import InputError
 from stream.faces import Faces, iou_matrix
@@ -114,10 +117,11 @@ class ScaledDetector:
     score_threshold: faces scoring below are dropped. Kept low on purpose: a missed face
       leaks, a false positive only blurs a patch of background.
     nms_threshold: IoU above which two boxes are taken to be one face.
+    providers, intra_op_threads: where and how ONNX Runtime runs the model.
     """
 
-    def __init__(self, input_size: int | None, tiles: bool, score_threshold: float,
-                 nms_threshold: float):
+    def __init__(self, model: onnx.ModelProto, input_size: int | None, tiles: bool, score_threshold: float,
+                 nms_threshold: float, providers: tuple[str, ...], intra_op_threads: int | None):
         if input_size is not None and input_size < 32:
             raise InputError(f"input_size must be at least 32 pixels or None, got {input_size}")
         if not 0.0 <= score_threshold <= 1.0:
@@ -128,6 +132,9 @@ class ScaledDetector:
         self.tiles = tiles
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
+        self.session = load_session(model, providers, intra_op_threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [output.name for output in self.session.get_outputs()]
 
     def detect_native(self, image: np.ndarray) -> Faces:
         """Faces in ``image`` (any size), in its pixel coordinates, after NMS."""
