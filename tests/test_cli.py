@@ -115,3 +115,9 @@ def test_bad_option_value_is_an_input_error(example_clip, tmp_path):
     clip, _ = example_clip
     result = veil("run", clip, "-o", tmp_path / "o.mp4", "--strength", "0")
     assert_clean_input_error(result, "strength")
+
+
+def test_doctor_reports_the_encoder_and_onnx_runtime_providers():
+    result = veil("doctor")
+    assert result.returncode == 0, result.stderr
+    assert "libx264" in result.stdout and "CPUExecutionProvider" in result.stdout

@@ -15,6 +15,7 @@ from stream.demo import make_example_clip
 from stream.graph import Graph
 from stream.sink import VideoFileSink
 from stream.source import VideoSource
+from tests.conftest import shared_data
 
 
 def copy_through_graph(src, dst):
@@ -93,3 +94,13 @@ def test_rotation_metadata_is_applied_as_ffmpeg_shows_it(example_clip, tmp_path)
     assert ours.shape == (640, 360, 3)
     shown = np.frombuffer(shown, np.uint8).reshape(ours.shape)
     assert np.abs(ours.astype(int) - shown.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("name", ["stage_audience_360p.mp4", "crowd_arcade_1080p.mp4"])
+def test_real_clip_keeps_its_timing_and_audio_offset_exactly(name, tmp_path):
+    # stage_audience starts its video 0.85 s after its audio (29.97 fps): the offset is sync.
+    clip = shared_data("video", name)
+    out = tmp_path / name
+    copy_through_graph(clip, out)
+    assert packet_times(out, "video") == pytest.approx(packet_times(clip, "video"), abs=1e-6)
+    assert packet_times(out, "audio") == pytest.approx(packet_times(clip, "audio"), abs=1e-6)
