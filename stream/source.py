@@ -62,13 +62,14 @@ class VideoSource:
         streams = [self.video, *self.audio]
         pending_packets: list[av.Packet] = []
         held: Frame | None = None
-        index = 0
+        index = video_packets = 0
         try:
             for packet in self.container.demux(streams):
                 if packet.stream is not self.video:
                     if packet.dts is not None:  # a flush packet carries nothing to copy
                         pending_packets.append(packet)
                     continue
+                video_packets += packet.size > 0
                 for decoded in packet.decode():
                     if held is not None:
                         yield held.replace(packets=tuple(pending_packets))
@@ -80,8 +81,9 @@ class VideoSource:
         if held is None:
             raise InputError(f"no decodable video frame in {self.url}")
         yield held.replace(packets=tuple(pending_packets))
-        if self.frame_count and index < self.frame_count:
-            raise InputError(f"truncated stream in {self.url}: {self.frame_count} frames declared, {index} decoded")
+        # Packets, not decoded frames: an edit list may legitimately hide decoded frames.
+        if self.frame_count and video_packets < self.frame_count:
+            raise InputError(f"truncated stream in {self.url}: {self.frame_count} frames declared, {video_packets} found")
 
     def _frame(self, decoded: av.VideoFrame, index: int) -> Frame:
         pts = decoded.pts
