@@ -73,7 +73,7 @@ def run(input_path: str, output_path: str, options: Options, *, log=print) -> No
     detector = make_detector(options.detector, **options.detector_options)
     if os.path.isdir(input_path):
         run_folder(Path(input_path), Path(output_path), options, detector, log=log)
-    elif Path(input_path).suffix.lower() in IMAGE_SUFFIXES:
+    elif Path(input_path).suffix.lower() in IMAGE_SUFFIXES and "%" not in input_path:  # img%04d.png is a sequence
         run_image(input_path, output_path, options, detector, log=log)
     else:
         run_video(input_path, output_path, options, detector, log=log)

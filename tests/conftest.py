@@ -27,3 +27,18 @@ def example_clip(tmp_path_factory) -> tuple[Path, list]:
     path = tmp_path_factory.mktemp("clips") / "example.mp4"
     truth = make_example_clip(path, width=640, height=360, seconds=3.0)
     return path, truth
+
+
+def raw_h264(clip: Path, path: Path) -> bytes:
+    """Write the clip's video as a raw Annex B H.264 stream (no container, no timestamps)."""
+    import av
+
+    with av.open(str(clip)) as source, av.open(str(path), "w", format="h264") as raw:
+        video = source.streams.video[0]
+        to_annexb = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", video)
+        out = raw.add_stream_from_template(video)
+        for packet in source.demux(video):
+            for converted in to_annexb.filter(packet if packet.size else None):
+                converted.stream = out
+                raw.mux(converted)
+    return path.read_bytes()

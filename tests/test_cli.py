@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import raw_h264
+
 
 def veil(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "stream.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
@@ -62,10 +64,7 @@ def test_truncated_file_with_its_index_up_front(example_clip, tmp_path):
 
 def test_corrupt_bytes_in_the_middle_of_a_stream(example_clip, tmp_path):
     clip, _ = example_clip
-    import av
-
-    with av.open(str(clip)) as container:
-        raw = bytearray(b"".join(bytes(p) for p in container.demux(container.streams.video[0]) if p.size))
+    raw = bytearray(raw_h264(clip, tmp_path / "good.h264"))
     middle = len(raw) // 2
     raw[middle : middle + 4000] = bytes(range(256)) * 15 + bytes(160)
     bad = tmp_path / "bad.h264"

@@ -17,6 +17,7 @@ from stream.errors import StageError
 from stream.faces import Faces
 from stream.job import Options, run_video
 from stream.detectors import make_detector
+from tests.conftest import raw_h264
 
 
 def veil(*args):
@@ -105,3 +106,21 @@ def test_a_detector_failure_covers_the_frame_and_fails_the_run(example_clip, tmp
     assert 10 < len(frames) < 75
     # The failed frame is pixelated whole: a coarse grid of flat blocks.
     assert np.abs(np.diff(frames[10].astype(int), axis=1)).mean() < np.abs(np.diff(frames[9].astype(int), axis=1)).mean() / 2
+
+
+def test_raw_h264_and_image_sequences_are_videos_too(example_clip, tmp_path):
+    clip, truth = example_clip
+    raw_h264(clip, tmp_path / "raw.h264")
+    assert veil("run", tmp_path / "raw.h264", "-o", tmp_path / "raw.mp4", "-q").returncode == 0
+    assert frame_count(tmp_path / "raw.mp4") == len(truth)
+
+    sequence = tmp_path / "seq"
+    sequence.mkdir()
+    with av.open(str(clip)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == 10:
+                break
+            cv2.imwrite(str(sequence / f"img{i:04d}.png"), frame.to_ndarray(format="bgr24"))
+    result = veil("run", sequence / "img%04d.png", "-o", tmp_path / "seq.mp4", "-q")
+    assert result.returncode == 0, result.stderr
+    assert frame_count(tmp_path / "seq.mp4") == 10
