@@ -12,6 +12,7 @@ from collections import deque
 
 import numpy as np
 
+from stream.errors import InputError
 from stream.faces import Faces
 from stream.frame import Frame
 
@@ -21,7 +22,7 @@ class BackfillStage:
 
     def __init__(self, frames: int, growth_per_frame: float = 0.1):
         if frames < 0:
-            raise ValueError(f"backfill frames must be >= 0, got {frames}")
+            raise InputError(f"backfill must not be negative, got {frames} frames")
         self.frames, self.growth = frames, growth_per_frame
         self.held: deque[Frame] = deque()
         self.newest_id = -1  # the tracker's ids only increase, so "new" is "above this"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from stream.errors import InputError, OutputError, StageError, VeilError
@@ -66,8 +67,14 @@ def _run(args) -> None:
     run(args.input, args.output, options)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # SIGTERM (service managers, `kill`) stops a run the way Ctrl-C does: cleanly.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "run":
             _run(args)

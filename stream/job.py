@@ -53,12 +53,10 @@ class Options:
 class Summary:
     """What a run did, for the closing lines."""
 
-    frames: int = 0
     faces: int = 0
     track_ids: set = field(default_factory=set)
 
     def count(self, frame) -> None:
-        self.frames += 1
         faces = frame.tracks if frame.tracks is not None else frame.detections
         if faces is not None:
             self.faces += len(faces)
@@ -83,7 +81,7 @@ def _check_paths(input_path: str, output_path: str) -> None:
     is_url = "://" in input_path
     if not is_url and "%" not in input_path and not os.path.exists(input_path):
         raise InputError(f"input not found: {input_path}")
-    if not is_url and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+    if os.path.exists(input_path) and os.path.exists(output_path) and os.path.samefile(input_path, output_path):
         raise OutputError("output must not be the input")
     parent = Path(output_path).parent
     if os.path.isdir(input_path):
@@ -150,7 +148,8 @@ def _keep_or_remove_partial(sink: VideoFileSink, error: BaseException, log) -> N
     if sink.frames == 0 or not sink.partial.exists():
         sink.abort()
         return
-    log(f"veil: run stopped ({error}); the {sink.frames} frames written, all anonymised, are in {sink.partial}")
+    reason = str(error) or type(error).__name__
+    log(f"veil: run stopped ({reason}); the {sink.frames} frames written, all anonymised, are in {sink.partial}")
 
 
 def run_image(input_path, output_path, options: Options, detector: Detector, *, log=print) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from stream.anonymise import Anonymiser
 from stream.detectors import Detector
+from stream.errors import InputError
 from stream.frame import Frame
 from stream.tracker import Tracker
 
@@ -16,7 +17,7 @@ class DetectStage:
 
     def __init__(self, detector: Detector, every: int = 1):
         if every < 1:
-            raise ValueError(f"detect every must be at least 1, got {every}")
+            raise InputError(f"--detect-every must be at least 1, got {every}")
         self.detector, self.every = detector, every
 
     def process(self, frame: Frame) -> Frame:

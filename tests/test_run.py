@@ -124,3 +124,25 @@ def test_raw_h264_and_image_sequences_are_videos_too(example_clip, tmp_path):
     result = veil("run", sequence / "img%04d.png", "-o", tmp_path / "seq.mp4", "-q")
     assert result.returncode == 0, result.stderr
     assert frame_count(tmp_path / "seq.mp4") == 10
+
+
+def test_sigterm_stops_the_run_cleanly_and_keeps_a_playable_partial_file(tmp_path):
+    import signal
+    import time
+
+    from stream.demo import make_example_clip
+
+    clip, out = tmp_path / "long.mp4", tmp_path / "out.mp4"
+    make_example_clip(clip, width=1280, height=720, seconds=12, audio=False)
+    run = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", clip, "-o", out, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "out.partial.mp4"
+    deadline = time.monotonic() + 60
+    while not (partial.exists() and partial.stat().st_size > 100_000) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not out.exists()
+    written = frame_count(partial)  # the partial file is finished, so it decodes
+    assert 0 < written < 300 and f"the {written} frames written" in stdout
