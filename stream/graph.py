@@ -59,13 +59,24 @@ class RunReport:
 
 
 class _Worker:
-    """A thread plus what the watchdog needs to see: what it is doing since when."""
+    """A thread plus what the watchdog needs to see: what it is doing since when.
 
-    def __init__(self, name: str, target: Callable[[], None]):
+    Anything the thread's code lets escape halts the whole graph (``on_crash``), so a
+    dead thread can never leave the others waiting on its queue.
+    """
+
+    def __init__(self, name: str, target: Callable[[], None], on_crash: Callable[[BaseException], None]):
         self.name = name
         self.busy_since: float | None = None
         self.frame_index: int | None = None
-        self.thread = threading.Thread(target=target, name=f"veil-{name}", daemon=True)
+
+        def guarded():
+            try:
+                target()
+            except BaseException as error:  # noqa: BLE001 - reported by run()
+                on_crash(error)
+
+        self.thread = threading.Thread(target=guarded, name=f"veil-{name}", daemon=True)
 
     def timed(self, frame_index: int | None, call: Callable[[], object]):
         self.frame_index, self.busy_since = frame_index, time.monotonic()
@@ -166,33 +177,32 @@ class Graph:
                     return
 
     def _write(self, worker: _Worker) -> None:
-        try:
-            while True:
-                frame = self._get(self.queues[-1])
-                if frame is _END:
-                    return
-                if frame.failure is not None:
-                    frame = self.cover(frame)
-                    self.report.failed_frames += 1
-                start = time.perf_counter()
-                worker.timed(frame.index, lambda f=frame: self.sink.write(f))
-                self.report.latency.add("encode", time.perf_counter() - start)
-                self.report.frames += 1
-                if self.on_frame is not None:
-                    self.on_frame(frame)
-        except BaseException as error:  # noqa: BLE001
-            self._fail(error)
-            self._halt.set()
+        while True:
+            frame = self._get(self.queues[-1])
+            if frame is _END:
+                return
+            if frame.failure is not None:
+                frame = self.cover(frame)
+                self.report.failed_frames += 1
+            start = time.perf_counter()
+            worker.timed(frame.index, lambda f=frame: self.sink.write(f))
+            self.report.latency.add("encode", time.perf_counter() - start)
+            self.report.frames += 1
+            if self.on_frame is not None:
+                self.on_frame(frame)
+
+    def _crash(self, error: BaseException) -> None:
+        self._fail(error)
+        self._halt.set()
 
     # --- driver -----------------------------------------------------------
     def run(self) -> RunReport:
         """Run to the end of the source; raise the first error any thread met."""
-        workers = [_Worker("source", lambda: self._read(workers[0]))]
+        workers = [_Worker("source", lambda: self._read(workers[0]), self._crash)]
         for i, stage in enumerate(self.stages):
-            workers.append(
-                _Worker(stage.name, lambda i=i, s=stage: self._run_stage(workers[i + 1], s, self.queues[i], self.queues[i + 1]))
-            )
-        workers.append(_Worker("sink", lambda: self._write(workers[-1])))
+            run_stage = lambda i=i, s=stage: self._run_stage(workers[i + 1], s, self.queues[i], self.queues[i + 1])  # noqa: E731
+            workers.append(_Worker(stage.name, run_stage, self._crash))
+        workers.append(_Worker("sink", lambda: self._write(workers[-1]), self._crash))
         start = time.perf_counter()
         for worker in workers:
             worker.thread.start()

@@ -142,3 +142,20 @@ def test_per_stage_latency_is_collected():
     table = report.latency.percentiles_ms()
     assert set(table) == {"decode", "add", "encode"}
     assert all(calls == 20 for calls, _, _ in table.values())
+
+
+def test_a_holding_stage_that_fails_to_flush_stops_the_graph_without_hanging():
+    class BadFlush:
+        name = "hold"
+
+        def process(self, frame):
+            return []
+
+        def flush(self):
+            raise RuntimeError("lost the held frames")
+
+    sink = ListSink()
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="lost the held frames"):
+        Graph(frames(10), [BadFlush()], sink, cover=covered).run()
+    assert time.monotonic() - start < 5 and sink.frames == []
