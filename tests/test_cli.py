@@ -95,14 +95,30 @@ def test_unknown_output_format(example_clip, tmp_path):
 
 
 def test_unsupported_codec(tmp_path):
-    # A file whose only stream is data, not video.
-    path = tmp_path / "data_only.mkv"
     import av
+    import numpy as np
 
+    known = tmp_path / "ffv1.mkv"
+    with av.open(str(known), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="bgr24")))
+        container.mux(stream.encode(None))
+    # Rename the Matroska codec id to one no FFmpeg knows (same length, same layout).
+    unknown = tmp_path / "unknown.mkv"
+    unknown.write_bytes(known.read_bytes().replace(b"V_FFV1", b"V_ZZZZ"))
+    assert_clean_input_error(veil("run", unknown, "-o", tmp_path / "out.mp4"), "unsupported video codec")
+    assert no_outputs(tmp_path, "out")
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    import av
+    import numpy as np
+
+    path = tmp_path / "audio_only.mkv"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=48000)
-        import numpy as np
-
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
         frame.sample_rate = 48000
         container.mux(stream.encode(frame))
