@@ -42,3 +42,17 @@ def raw_h264(clip: Path, path: Path) -> bytes:
                 converted.stream = out
                 raw.mux(converted)
     return path.read_bytes()
+
+
+def lossless_clip(path: Path, images: list) -> Path:
+    """A short FFV1 (lossless) Matroska clip of the given BGR images, at 10 fps."""
+    import av
+
+    height, width = images[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "bgr0"
+        for image in images:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        container.mux(stream.encode(None))
+    return path

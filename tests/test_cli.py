@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import raw_h264
+from tests.conftest import lossless_clip, raw_h264
 
 
 def veil(*args, cwd=None):
@@ -95,16 +95,9 @@ def test_unknown_output_format(example_clip, tmp_path):
 
 
 def test_unsupported_codec(tmp_path):
-    import av
     import numpy as np
 
-    known = tmp_path / "ffv1.mkv"
-    with av.open(str(known), "w") as container:
-        stream = container.add_stream("ffv1", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(3):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="bgr24")))
-        container.mux(stream.encode(None))
+    known = lossless_clip(tmp_path / "ffv1.mkv", [np.zeros((48, 64, 3), np.uint8)] * 3)
     # Rename the Matroska codec id to one no FFmpeg knows (same length, same layout).
     unknown = tmp_path / "unknown.mkv"
     unknown.write_bytes(known.read_bytes().replace(b"V_FFV1", b"V_ZZZZ"))

@@ -15,7 +15,7 @@ from stream.demo import make_example_clip
 from stream.graph import Graph
 from stream.sink import VideoFileSink
 from stream.source import VideoSource
-from tests.conftest import shared_data
+from tests.conftest import lossless_clip, shared_data
 
 
 def copy_through_graph(src, dst):
@@ -58,14 +58,7 @@ def test_variable_frame_rate_is_kept(tmp_path):
 
 
 def test_odd_frame_sizes_keep_every_pixel(tmp_path):
-    src = tmp_path / "odd.mkv"
-    with av.open(str(src), "w") as container:
-        stream = container.add_stream("ffv1", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 321, 179, "bgr0"
-        for i in range(5):
-            image = np.full((179, 321, 3), 40 * i, np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
-        container.mux(stream.encode(None))
+    src = lossless_clip(tmp_path / "odd.mkv", [np.full((179, 321, 3), 40 * i, np.uint8) for i in range(5)])
     out = tmp_path / "odd_out.mp4"
     frames = copy_through_graph(src, out)
     with av.open(str(out)) as container:
