@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--margin", type=float, default=0.4, help="grow each face region by this fraction per side")
     run.add_argument("--shape", choices=SHAPES, default="ellipse")
     run.add_argument("--coast", type=float, default=1.0, metavar="S", help="keep masking a lost face for S seconds")
+    run.add_argument("--coast-tentative", type=float, default=0.25, metavar="S", help="the same for a face detected only once (often a false alarm)")
     run.add_argument("--backfill", type=float, default=0.2, metavar="S", help="also mask a new face in the S seconds before its first detection (delays output by S)")
     run.add_argument("--audit", metavar="FILE", help="write one JSON line per frame with every face box")
     run.add_argument("--stage-timeout", type=float, default=30.0, metavar="S", help="fail the run if a stage takes longer than S seconds on one frame")
@@ -62,7 +63,7 @@ def _run(args) -> None:
     options = Options(
         mode=args.mode, detector=args.detector, detector_options=detector_options,
         detect_every=args.detect_every, strength=args.strength, margin=args.margin, shape=args.shape,
-        coast_s=args.coast, backfill_s=args.backfill, audit=args.audit, stage_timeout=args.stage_timeout, progress=not args.quiet,
+        coast_s=args.coast, tentative_coast_s=args.coast_tentative, backfill_s=args.backfill, audit=args.audit, stage_timeout=args.stage_timeout, progress=not args.quiet,
     )  # fmt: skip
     run(args.input, args.output, options)
 

@@ -40,6 +40,7 @@ class Options:
     margin: float = 0.4
     shape: str = "ellipse"
     coast_s: float = 1.0
+    tentative_coast_s: float = 0.25
     backfill_s: float = 0.2
     audit: str | None = None
     stage_timeout: float = 30.0
@@ -106,7 +107,7 @@ def run_video(input_path, output_path, options: Options, detector: Detector, *, 
         )  # fmt: skip
         stages = [
             DetectStage(detector, every=options.detect_every),
-            TrackStage(Tracker(max_coast_s=options.coast_s, fps=float(source.rate))),
+            TrackStage(Tracker(max_coast_s=options.coast_s, tentative_coast_s=options.tentative_coast_s, fps=float(source.rate))),
             BackfillStage(frames=round(options.backfill_s * float(source.rate))),
         ]
         if options.audit:

@@ -37,6 +37,13 @@ _STD_VELOCITY = 1 / 160
 _NO_MATCH = 1e6
 
 
+# Bounds on a coasting box, in face sizes. Measured on a dense overhead crowd, unbounded
+# growth turned flickering small detections into blobs over most of the frame.
+MAX_MARGIN = 1.0  # grown by at most one face size per side
+MAX_SPEED = 0.5  # per frame
+MAX_SIZE_GROWTH = 1.5
+CONFIRM_SCORE = 0.5
+
 def _xywh(box: np.ndarray) -> np.ndarray:
     x1, y1, x2, y2 = box
     return np.array([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
@@ -69,6 +76,8 @@ class _Track:
     landmarks: np.ndarray  # last detected landmarks, 5x2
     score: float
     missed: int = 0  # frames since the last detection
+    hits: int = 1  # detections matched so far
+    best_score: float = 0.0
 
     @classmethod
     def start(cls, track_id: int, box, landmarks, score) -> _Track:
@@ -77,7 +86,12 @@ class _Track:
         size = max(z[2], z[3], 1.0)
         std = np.r_[np.full(4, 2 * _STD_POSITION * size), np.full(4, 10 * _STD_VELOCITY * size)]
         mean = np.r_[z, np.zeros(4)]
-        return cls(track_id, mean, np.diag(std**2), np.array(box, float), np.array(landmarks), float(score))
+        return cls(track_id, mean, np.diag(std**2), np.array(box, float), np.array(landmarks), float(score), best_score=float(score))
+
+    @property
+    def confirmed(self) -> bool:
+        """Seen twice, once with a confident score: a face, not a flicker of the detector."""
+        return self.hits > 1 and self.best_score >= CONFIRM_SCORE
 
     def size(self) -> float:
         return max(self.mean[2], self.mean[3], 1.0)
@@ -101,6 +115,8 @@ class _Track:
         self.landmarks = np.array(landmarks)
         self.score = float(score)
         self.missed = 0
+        self.hits += 1
+        self.best_score = max(self.best_score, float(score))
 
     def predicted_box(self) -> np.ndarray:
         """Where the filter expects the face, for matching; sizes kept positive."""
@@ -115,10 +131,12 @@ class _Track:
         the estimated speed (for a wrong velocity: the face slowed down or sped up).
         """
         w, h = self._coasting_size()
-        speed = math.hypot(self.mean[4], self.mean[5])
+        # A face does not cross half its own width in one frame; faster "speed" is the
+        # jitter of a poorly seen face, and growing by it only blots out the scene.
+        speed = min(math.hypot(self.mean[4], self.mean[5]), MAX_SPEED * max(w, h))
         return (
-            self.missed * (growth_per_frame * w + speed_growth * speed),
-            self.missed * (growth_per_frame * h + speed_growth * speed),
+            min(self.missed * (growth_per_frame * w + speed_growth * speed), MAX_MARGIN * w),
+            min(self.missed * (growth_per_frame * h + speed_growth * speed), MAX_MARGIN * h),
         )
 
     def coasting_box(self, growth_per_frame: float, speed_growth: float) -> np.ndarray:
@@ -128,8 +146,10 @@ class _Track:
         return _box(self.mean[0], self.mean[1], w + 2 * margin_x, h + 2 * margin_y)
 
     def _coasting_size(self) -> tuple[float, float]:
-        """The predicted size, floored at the last detection's: a lost face is not assumed to shrink."""
-        return max(self.mean[2], self.box[2] - self.box[0]), max(self.mean[3], self.box[3] - self.box[1])
+        """The predicted size, between the last detection's (a lost face is not assumed to
+        shrink) and MAX_SIZE_GROWTH times it (size velocity from noisy boxes runs away)."""
+        w, h = self.box[2] - self.box[0], self.box[3] - self.box[1]
+        return float(np.clip(self.mean[2], w, MAX_SIZE_GROWTH * w)), float(np.clip(self.mean[3], h, MAX_SIZE_GROWTH * h))
 
     def coasting_landmarks(self) -> np.ndarray:
         """The last landmarks moved and scaled from the last detected box to the predicted one."""
@@ -143,6 +163,10 @@ class Tracker:
     """Tracks faces across frames and says, for every frame, which regions to mask.
 
     max_coast_s: how long a track that no detection matches keeps being output.
+    tentative_coast_s: the same for a track not yet confirmed (seen twice, once scoring
+      CONFIRM_SCORE or more), capped at max_coast_s. On a dense overhead crowd most such
+      tracks were the detector's low-score flickers, and a full second of coasting boxes
+      for each blotted out the scene; a real face is nearly always seen again.
     fps: frames per second of the stream, to turn ``max_coast_s`` into frames.
     iou_threshold: the least IoU between a track's predicted box and a detection for
       them to match on overlap.
@@ -159,6 +183,7 @@ class Tracker:
         self,
         *,
         max_coast_s: float = 1.0,
+        tentative_coast_s: float = 0.25,
         fps: float = 25.0,
         iou_threshold: float = 0.2,
         growth_per_frame: float = 0.05,
@@ -167,11 +192,13 @@ class Tracker:
     ):
         fps = _real(fps, "fps", "a finite number > 0", lambda v: v > 0)
         max_coast_s = _real(max_coast_s, "max_coast_s", "a finite number >= 0", lambda v: v >= 0)
+        tentative_coast_s = _real(tentative_coast_s, "tentative_coast_s", "a finite number >= 0", lambda v: v >= 0)
         self.iou_threshold = _real(iou_threshold, "iou_threshold", "in (0, 1]", lambda v: 0 < v <= 1)
         self.growth_per_frame = _real(growth_per_frame, "growth_per_frame", "a finite number >= 0", lambda v: v >= 0)
         self.speed_growth = _real(speed_growth, "speed_growth", "a finite number >= 0", lambda v: v >= 0)
         self.centre_gate = _real(centre_gate, "centre_gate", "a finite number > 0", lambda v: v > 0)
         self.max_coast_frames = round(max_coast_s * fps)
+        self.tentative_coast_frames = min(round(tentative_coast_s * fps), self.max_coast_frames)
         self._tracks: list[_Track] = []
         self._next_id = 0
 
@@ -241,7 +268,7 @@ class Tracker:
         """Detected tracks always live; coasting ones until they expire or leave the frame entirely."""
         if track.missed == 0:
             return True
-        if track.missed > self.max_coast_frames:
+        if track.missed > (self.max_coast_frames if track.confirmed else self.tentative_coast_frames):
             return False
         x1, y1, x2, y2 = track.coasting_box(self.growth_per_frame, self.speed_growth)
         return x2 > 0 and y2 > 0 and x1 < width and y1 < height

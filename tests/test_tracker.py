@@ -92,7 +92,8 @@ def test_detected_face_keeps_its_detection_box_landmarks_and_score():
 def test_lost_track_keeps_masking_then_expires(max_coast_s, fps, coasting_frames):
     tracker = Tracker(max_coast_s=max_coast_s, fps=fps)
     box = box_at(200, 150)
-    tracker.update(Faces.from_boxes(box, scores=[0.8]), W, H)
+    for _ in range(2):  # seen twice: a confirmed face
+        tracker.update(Faces.from_boxes(box, scores=[0.8]), W, H)
     outputs = [tracker.update(Faces.empty(), W, H) for _ in range(coasting_frames + 5)]
     for out in outputs[:coasting_frames]:
         assert len(out) == 1
@@ -101,6 +102,24 @@ def test_lost_track_keeps_masking_then_expires(max_coast_s, fps, coasting_frames
         assert out.scores[0] == np.float32(0.8)
         assert contains(out.boxes[0], box)
     assert all(len(out) == 0 for out in outputs[coasting_frames:])
+
+
+def test_a_face_seen_once_coasts_for_the_shorter_tentative_time():
+    tracker = Tracker(max_coast_s=1.0, tentative_coast_s=0.2, fps=25.0)
+    tracker.update(Faces.from_boxes(box_at(200, 150)), W, H)
+    outputs = [tracker.update(Faces.empty(), W, H) for _ in range(10)]
+    assert [len(out) for out in outputs] == [1] * 5 + [0] * 5
+
+
+def test_coasting_box_growth_is_bounded():
+    tracker = Tracker(max_coast_s=10.0)
+    for frame in range(5):  # a jittery, fast-looking face
+        tracker.update(Faces.from_boxes(box_at(280 + 30 * (frame % 2), 200, 40, 40)), W, H)
+    coasting = [tracker.update(None, W, H) for _ in range(40)]
+    assert all(len(out) == 1 for out in coasting)
+    width = max(out.boxes[0, 2] - out.boxes[0, 0] for out in coasting)
+    # at most 1.5x the face for size drift, plus one face size per side
+    assert 40 <= width <= 1.5 * 40 + 2 * 1.5 * 40 + 1
 
 
 def test_coasting_box_grows_with_frames_since_detection():
@@ -185,7 +204,8 @@ def test_track_ids_are_unique_and_increasing():
 
 def test_boxes_are_clipped_to_the_frame():
     tracker = Tracker()
-    tracker.update(Faces.from_boxes([box_at(-30, -20), box_at(600, 440)]), W, H)
+    for _ in range(2):
+        tracker.update(Faces.from_boxes([box_at(-30, -20), box_at(600, 440)]), W, H)
     for out in [tracker.update(None, W, H) for _ in range(10)]:
         assert len(out) == 2
         assert (out.boxes[:, [0, 2]] >= 0).all() and (out.boxes[:, [0, 2]] <= W).all()
