@@ -146,8 +146,8 @@ def run_video(input_path, output_path, options: Options, detector: Detector, *, 
 def _keep_or_remove_partial(sink: VideoFileSink, error: BaseException, log) -> None:
     """Every frame written is anonymised, so a long job's work is kept, under a name
     that does not look complete."""
-    if sink.frames == 0 or not sink.partial.exists():
-        sink.abort()
+    if sink.frames == 0 or not sink.partial.exists() or isinstance(error, OutputError):
+        sink.abort()  # nothing kept, or the file itself is what failed: it cannot be trusted
         return
     reason = str(error) or type(error).__name__
     log(f"veil: run stopped ({reason}); the {sink.frames} frames written, all anonymised, are in {sink.partial}")

@@ -75,23 +75,29 @@ class VideoFileSink:
         picture = av.VideoFrame.from_ndarray(frame.image, format="bgr24")
         picture.pts = frame.pts
         picture.time_base = frame.time_base
-        self.container.mux(self.video.encode(picture))
-        for packet in frame.packets:
-            out = self.audio.get(packet.stream.index)
-            if out is not None:
-                packet.stream = out
-                self.container.mux(packet)
+        try:
+            self.container.mux(self.video.encode(picture))
+            for packet in frame.packets:
+                out = self.audio.get(packet.stream.index)
+                if out is not None:
+                    packet.stream = out
+                    self.container.mux(packet)
+        except (av.FFmpegError, OSError) as error:  # a full disk, a vanished folder
+            raise OutputError(f"cannot write {self.path}: {getattr(error, 'strerror', None) or error}") from None
         self.frames += 1
 
     def close(self) -> None:
         """Flush the encoder and finish the file (still under its partial name)."""
         if self.container is None:
             return
+        container, self.container = self.container, None
         try:
-            self.container.mux(self.video.encode(None))
-        finally:
-            self.container.close()
-            self.container = None
+            try:
+                container.mux(self.video.encode(None))
+            finally:
+                container.close()
+        except (av.FFmpegError, OSError) as error:
+            raise OutputError(f"cannot finish {self.path}: {getattr(error, 'strerror', None) or error}") from None
 
     def commit(self) -> Path:
         """Give the finished file its real name."""

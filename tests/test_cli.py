@@ -129,3 +129,21 @@ def test_doctor_reports_the_encoder_and_onnx_runtime_providers():
     result = veil("doctor")
     assert result.returncode == 0, result.stderr
     assert "libx264" in result.stdout and "CPUExecutionProvider" in result.stdout
+
+
+def test_a_write_failure_mid_run_is_a_one_line_output_error(example_clip, tmp_path):
+    import resource
+    import signal
+
+    clip, _ = example_clip
+
+    def small_file_limit():  # files may not grow past 64 KB: the disk is "full"
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "run", str(clip), "-o", str(tmp_path / "out.mp4"), "-q"],
+        capture_output=True, text=True, timeout=300, preexec_fn=small_file_limit,
+    )
+    assert_clean_input_error(result, "File too large")
+    assert no_outputs(tmp_path, "out"), "a file that failed to write is removed, partial or not"
