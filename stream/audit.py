@@ -21,7 +21,7 @@ class AuditStage:
             raise OutputError(f"cannot write audit log {path}: {error.strerror}") from None
 
     def process(self, frame: Frame) -> Frame:
-        faces = frame.tracks if frame.tracks is not None else frame.detections
+        faces = frame.faces_to_mask
         record = {
             "frame": frame.index,
             "pts": frame.pts,

@@ -41,6 +41,11 @@ class Frame:
         return float(self.pts * self.time_base)
 
     @property
+    def faces_to_mask(self) -> Faces | None:
+        """The tracks once a tracker ran, else the detections; None if neither ran."""
+        return self.tracks if self.tracks is not None else self.detections
+
+    @property
     def width(self) -> int:
         return self.image.shape[1]
 

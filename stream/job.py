@@ -18,7 +18,7 @@ from stream.backfill import BackfillStage
 from stream.detectors import Detector, make_detector
 from stream.errors import InputError, OutputError, VeilError
 from stream.graph import Graph, RunReport
-from stream.sink import VideoFileSink
+from stream.sink import VideoFileSink, partial_path
 from stream.source import VideoSource
 from stream.stages import AnonymiseStage, DetectStage, TrackStage
 from stream.tracker import Tracker
@@ -58,7 +58,7 @@ class Summary:
     track_ids: set = field(default_factory=set)
 
     def count(self, frame) -> None:
-        faces = frame.tracks if frame.tracks is not None else frame.detections
+        faces = frame.faces_to_mask
         if faces is not None:
             self.faces += len(faces)
             self.track_ids.update(int(t) for t in faces.track_ids if t >= 0)
@@ -162,7 +162,7 @@ def run_image(input_path, output_path, options: Options, detector: Detector, *, 
     output = Path(output_path)
     if output.suffix.lower() not in IMAGE_SUFFIXES:
         raise OutputError(f"cannot write {output}: an image output needs one of {', '.join(sorted(IMAGE_SUFFIXES))}")
-    partial = output.with_name(f"{output.stem}.partial{output.suffix}")
+    partial = partial_path(output)
     try:
         written = cv2.imwrite(str(partial), result)
     except cv2.error as error:

@@ -45,7 +45,7 @@ class AnonymiseStage:
         self.anonymiser = anonymiser
 
     def process(self, frame: Frame) -> Frame:
-        faces = frame.tracks if frame.tracks is not None else frame.detections
+        faces = frame.faces_to_mask
         if faces is None:
             raise RuntimeError(f"frame {frame.index} reached anonymise with no detections or tracks")
         return frame.replace(image=self.anonymiser.apply(frame.image, faces))
