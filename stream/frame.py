@@ -20,9 +20,12 @@ class Frame:
     index: position in the source, from 0.
     detections: this frame's detector output (None where the detector did not run).
     tracks: the faces to mask: detections plus the tracker's coasting predictions.
-    packets: compressed packets of other streams (audio) that the source demuxed
-      since the previous video frame; the sink muxes them after this frame, so they
-      travel in order and in sync without a side channel.
+    audio: the audio that the source read since the previous video frame; the sink
+      writes it after this frame, so sound travels in order and in sync without a
+      side channel. File sources carry compressed ``av.Packet``s (stream-copied);
+      live sources carry decoded ``av.AudioFrame``s on the capture clock (re-encoded).
+    captured: ``time.monotonic()`` when a live source received the frame (None for
+      files); capture-to-output latency and ``--target-delay`` count from it.
     failure: the exception a stage raised on this frame; such a frame is covered
       whole by the fallback before it may reach a sink.
     """
@@ -33,7 +36,8 @@ class Frame:
     index: int
     detections: Faces | None = None
     tracks: Faces | None = None
-    packets: tuple = field(default=(), repr=False)
+    audio: tuple = field(default=(), repr=False)
+    captured: float | None = None
     failure: BaseException | None = None
 
     @property

@@ -9,6 +9,13 @@ remaining stages, and is covered whole by ``cover`` before the sink sees it; the
 source then stops reading, the frames already in flight finish, and ``run`` raises
 the first error. A stage that takes longer than ``stage_timeout`` stops the graph at
 once: the stuck frame and those behind it never reach the sink.
+
+Live runs use queues of one frame (the source drops, see ``stream.live``), cap the
+frames inside the graph (``max_in_flight``: the next frame is taken from the source
+only when one has left, so it is the newest there is rather than one that aged in a
+queue behind a busy stage), and may set ``target_delay``: each frame is written that long after its capture, no sooner,
+so the delay is constant and audio can be delayed to match. Capture-to-output
+latency is logged for every frame that carries its capture time.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from stream.errors import StageError
 from stream.frame import Frame
@@ -49,13 +57,16 @@ class Sink(Protocol):
 @dataclass
 class RunReport:
     frames: int = 0
-    failed_frames: int = 0
-    wall_s: float = 0.0
+    failed_frames: int = 0  # covered whole: a stage failed, or a live source was away
+    late_frames: int = 0  # written after their target delay had passed
+    wall_s: float = 0.0  # set at the end of the run
+    started: float = field(default_factory=time.perf_counter)
     latency: LatencyLog = field(default_factory=LatencyLog)
 
     @property
     def fps(self) -> float:
-        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+        seconds = self.wall_s or time.perf_counter() - self.started
+        return self.frames / seconds if seconds > 0 else 0.0
 
 
 class _Worker:
@@ -96,12 +107,20 @@ class Graph:
         cover: Callable[[Frame], Frame],
         queue_size: int = 4,
         stage_timeout: float = 30.0,
+        target_delay: float | None = None,
+        max_in_flight: int | None = None,
         on_frame: Callable[[Frame], None] | None = None,
     ):
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
         if stage_timeout <= 0:
             raise ValueError(f"stage_timeout must be positive, got {stage_timeout}")
+        if target_delay is not None and target_delay < 0:
+            raise ValueError(f"target_delay must not be negative, got {target_delay}")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        self.target_delay = target_delay
+        self._room = threading.Semaphore(max_in_flight) if max_in_flight else None
         self.source, self.stages, self.sink = source, list(stages), sink
         self.cover, self.on_frame = cover, on_frame
         self.stage_timeout = stage_timeout
@@ -140,11 +159,14 @@ class Graph:
         iterator = iter(self.source)
         try:
             while not self._draining.is_set():
+                if not self._wait_for_room():
+                    return
                 start = time.perf_counter()
                 frame = worker.timed(None, lambda: next(iterator, _END))
                 if frame is _END:
                     break
-                self.report.latency.add("decode", time.perf_counter() - start)
+                if frame.captured is None:  # live sources decode in their own thread
+                    self.report.latency.add("decode", time.perf_counter() - start)
                 if not self._put(self.queues[0], frame):
                     return
         except BaseException as error:  # noqa: BLE001 - every failure must reach the user
@@ -184,12 +206,32 @@ class Graph:
             if frame.failure is not None:
                 frame = self.cover(frame)
                 self.report.failed_frames += 1
+            if frame.captured is not None and self.target_delay is not None:
+                self._hold_until(frame.captured + self.target_delay)
             start = time.perf_counter()
             worker.timed(frame.index, lambda f=frame: self.sink.write(f))
             self.report.latency.add("encode", time.perf_counter() - start)
+            if frame.captured is not None:
+                self.report.latency.add("capture→out", time.monotonic() - frame.captured)
+            if self._room is not None:
+                self._room.release()
             self.report.frames += 1
             if self.on_frame is not None:
                 self.on_frame(frame)
+
+    def _wait_for_room(self) -> bool:
+        while self._room is not None and not self._room.acquire(timeout=_POLL_S):
+            if self._draining.is_set():
+                return False
+        return True
+
+    def _hold_until(self, deadline: float) -> None:
+        wait = deadline - time.monotonic()
+        if wait < 0:
+            self.report.late_frames += 1
+        while wait > 0 and not self._halt.is_set():
+            time.sleep(min(wait, _POLL_S))
+            wait = deadline - time.monotonic()
 
     def _crash(self, error: BaseException) -> None:
         self._fail(error)
@@ -200,10 +242,10 @@ class Graph:
         """Run to the end of the source; raise the first error any thread met."""
         workers = [_Worker("source", lambda: self._read(workers[0]), self._crash)]
         for i, stage in enumerate(self.stages):
-            run_stage = lambda i=i, s=stage: self._run_stage(workers[i + 1], s, self.queues[i], self.queues[i + 1])  # noqa: E731
+            run_stage = lambda i=i, s=stage: self._run_stage(workers[i + 1], s, self.queues[i], self.queues[i + 1])
             workers.append(_Worker(stage.name, run_stage, self._crash))
         workers.append(_Worker("sink", lambda: self._write(workers[-1]), self._crash))
-        start = time.perf_counter()
+        start = self.report.started = time.perf_counter()
         for worker in workers:
             worker.thread.start()
         try:

@@ -21,6 +21,22 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
+def add_h264(container, width: int, height: int, rate: Fraction, time_base: Fraction, options: dict) -> av.video.stream.VideoStream:
+    """A libx264 video stream in ``container`` that takes frames stamped in ``time_base``."""
+    if "libx264" not in av.codecs_available:
+        raise OutputError("this FFmpeg build has no libx264 encoder (reinstall PyAV from its wheels)")
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width, stream.height = width, height
+    # 4:2:0 needs even sizes; odd sizes keep every pixel with 4:4:4 instead of cropping.
+    stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    stream.time_base = time_base
+    stream.codec_context.time_base = time_base
+    stream.options = options
+    if container.format.name.split(",")[0] in ("mov", "mp4"):
+        container.options["movflags"] = "+faststart"
+    return stream
+
+
 class VideoFileSink:
     def __init__(
         self,
@@ -41,26 +57,12 @@ class VideoFileSink:
         except (av.FFmpegError, OSError, ValueError) as error:
             raise OutputError(f"cannot write {self.path}: {getattr(error, 'strerror', None) or error}") from None
         try:
-            self.video = self._add_video(width, height, rate, time_base, crf, preset)
+            self.video = add_h264(self.container, width, height, rate, time_base, {"crf": str(crf), "preset": preset})
             self.audio = {stream.index: self._add_audio_copy(stream) for stream in audio}
         except BaseException:
             self.abort()
             raise
         self.frames = 0
-
-    def _add_video(self, width, height, rate, time_base, crf, preset) -> av.video.stream.VideoStream:
-        if "libx264" not in av.codecs_available:
-            raise OutputError("this FFmpeg build has no libx264 encoder (reinstall PyAV from its wheels)")
-        stream = self.container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = width, height
-        # 4:2:0 needs even sizes; odd sizes keep every pixel with 4:4:4 instead of cropping.
-        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        stream.time_base = time_base
-        stream.codec_context.time_base = time_base
-        stream.options = {"crf": str(crf), "preset": preset}
-        if self.container.format.name.split(",")[0] in ("mov", "mp4"):
-            self.container.options["movflags"] = "+faststart"
-        return stream
 
     def _add_audio_copy(self, template: av.audio.stream.AudioStream):
         codec = template.codec_context.name
@@ -77,7 +79,7 @@ class VideoFileSink:
         picture.time_base = frame.time_base
         try:
             self.container.mux(self.video.encode(picture))
-            for packet in frame.packets:
+            for packet in frame.audio:
                 out = self.audio.get(packet.stream.index)
                 if out is not None:
                     packet.stream = out

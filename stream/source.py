@@ -40,7 +40,7 @@ class VideoSource:
     """Decodes the first video stream to upright BGR frames, with their original pts.
 
     Packets of the audio streams are carried on the next frame that leaves the
-    source (see ``Frame.packets``), so a sink can stream-copy them in sync.
+    source (see ``Frame.audio``), so a sink can stream-copy them in sync.
     """
 
     def __init__(self, url: str, options: dict | None = None):
@@ -72,7 +72,7 @@ class VideoSource:
                 video_packets += packet.size > 0
                 for decoded in packet.decode():
                     if held is not None:
-                        yield held.replace(packets=tuple(pending_packets))
+                        yield held.replace(audio=tuple(pending_packets))
                         pending_packets = []
                     held = self._frame(decoded, index)
                     index += 1
@@ -80,7 +80,7 @@ class VideoSource:
             raise InputError(f"corrupt or truncated stream in {self.url}: {_reason(error)}") from None
         if held is None:
             raise InputError(f"no decodable video frame in {self.url}")
-        yield held.replace(packets=tuple(pending_packets))
+        yield held.replace(audio=tuple(pending_packets))
         # Packets, not decoded frames: an edit list may legitimately hide decoded frames.
         if self.frame_count and video_packets < self.frame_count:
             raise InputError(f"truncated stream in {self.url}: {self.frame_count} frames declared, {video_packets} found")

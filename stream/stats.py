@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
+import random
 import threading
 
 import numpy as np
 
+RESERVOIR = 20_000
+
 
 class LatencyLog:
-    """Seconds per call, per stage name, in the order stages first report."""
+    """Seconds per call, per stage name, in the order stages first report.
+
+    Memory stays flat on a run of any length: past ``RESERVOIR`` samples a stage
+    keeps a uniform random sample of all its calls (reservoir sampling), so the
+    percentiles still describe the whole run.
+    """
 
     def __init__(self):
         self._samples: dict[str, list[float]] = {}
+        self._calls: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._random = random.Random(0)
 
     def add(self, name: str, seconds: float) -> None:
         with self._lock:
-            self._samples.setdefault(name, []).append(seconds)
+            samples = self._samples.setdefault(name, [])
+            calls = self._calls[name] = self._calls.get(name, 0) + 1
+            if len(samples) < RESERVOIR:
+                samples.append(seconds)
+            else:
+                slot = self._random.randrange(calls)
+                if slot < RESERVOIR:
+                    samples[slot] = seconds
 
     def percentiles_ms(self) -> dict[str, tuple[int, float, float]]:
         """name -> (calls, p50 ms, p99 ms)."""
         with self._lock:
-            items = [(name, np.asarray(values)) for name, values in self._samples.items()]
+            items = [(name, self._calls[name], np.asarray(values)) for name, values in self._samples.items()]
         return {
-            name: (len(v), float(np.percentile(v, 50) * 1e3), float(np.percentile(v, 99) * 1e3))
-            for name, v in items
+            name: (calls, float(np.percentile(v, 50) * 1e3), float(np.percentile(v, 99) * 1e3))
+            for name, calls, v in items
             if len(v)
         }
 
