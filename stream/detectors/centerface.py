@@ -66,8 +66,9 @@ class CenterFace(ScaledDetector):
     # face and nothing on dogs.jpg.
     def __init__(self, input_size: int | None = 640, tiles: bool = False,
                  score_threshold: float = 0.3, nms_threshold: float = 0.3,
-                 providers: tuple[str, ...] = CPU, intra_op_threads: int | None = None):
-        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, providers, intra_op_threads)
+                 providers: tuple[str, ...] = CPU, intra_op_threads: int | None = None, edge_pad: float = 0.0):
+        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, providers, intra_op_threads,
+                         edge_pad)
 
     def detect_native(self, image: np.ndarray) -> Faces:
         heatmap, log_size, offset, landmarks = self.session.run(

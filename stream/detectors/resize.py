@@ -12,12 +12,13 @@ import numpy as np
 import onnx
 
 from engines.onnx_models import load_session
-
 from stream.errors import InputError
 from stream.faces import Faces, iou_matrix
 
 TILE_SIZE = 640
 TILE_OVERLAP = 160  # a face up to this size lies whole inside at least one tile
+LIVE_EDGE_PAD = 0.06  # of the longest side: see ``edge_pad``
+MIN_VISIBLE = 0.35  # a box less inside the frame than this is the margin's mirror image
 
 
 def check_image(image) -> None:
@@ -96,6 +97,14 @@ def mapped(faces: Faces, scale_x: float, scale_y: float, offset_x: float = 0.0,
     return Faces(boxes, faces.scores, landmarks, faces.track_ids, faces.detected)
 
 
+def _visible_fraction(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    inner = boxes.copy()
+    inner[:, [0, 2]] = inner[:, [0, 2]].clip(0, width)
+    inner[:, [1, 3]] = inner[:, [1, 3]].clip(0, height)
+    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    return np.prod(np.maximum(inner[:, 2:] - inner[:, :2], 0), axis=1) / np.maximum(area, 1e-6)
+
+
 def tile_starts(length: int) -> list[int]:
     """Evenly spread starts of TILE_SIZE windows covering ``length`` with TILE_OVERLAP or more."""
     if length <= TILE_SIZE:
@@ -114,6 +123,11 @@ class ScaledDetector:
     tiles: also run on overlapping native-resolution TILE_SIZE tiles and merge, for faces
       too small to survive the downscale.
     A dark frame is searched again after a local contrast boost, merged the same way.
+    edge_pad: with a mirrored margin this wide (a fraction of the longest side) around
+      each pass, a face cut by the frame edge looks whole enough to be found on the
+      frame it enters, where the bare image showed only a chin. Live runs use it
+      (``LIVE_EDGE_PAD``), having no backfill to catch such a face a few frames later;
+      file runs keep 0, the setting their privacy figures were measured with.
     score_threshold: faces scoring below are dropped. Kept low on purpose: a missed face
       leaks, a false positive only blurs a patch of background.
     nms_threshold: IoU above which two boxes are taken to be one face.
@@ -121,13 +135,16 @@ class ScaledDetector:
     """
 
     def __init__(self, model: onnx.ModelProto, input_size: int | None, tiles: bool, score_threshold: float,
-                 nms_threshold: float, providers: tuple[str, ...], intra_op_threads: int | None):
+                 nms_threshold: float, providers: tuple[str, ...], intra_op_threads: int | None, edge_pad: float):
         if input_size is not None and input_size < 32:
             raise InputError(f"input_size must be at least 32 pixels or None, got {input_size}")
         if not 0.0 <= score_threshold <= 1.0:
             raise InputError(f"score_threshold must be in [0, 1], got {score_threshold}")
         if not 0.0 < nms_threshold <= 1.0:
             raise InputError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
+        if not 0.0 <= edge_pad <= 0.5:
+            raise InputError(f"edge_pad must be in [0, 0.5], got {edge_pad}")
+        self.edge_pad = edge_pad
         self.input_size = input_size
         self.tiles = tiles
         self.score_threshold = score_threshold
@@ -147,7 +164,7 @@ class ScaledDetector:
         views = [image, with_local_contrast(image)] if is_dark(image) else [image]
         passes = [self._detect_scaled(view) for view in views]
         if self.input_size is not None and max(height, width) < self.input_size:
-            passes += [self.detect_native(view) for view in views]
+            passes += [self._detect_padded(view) for view in views]
         if self.tiles and (height > TILE_SIZE or width > TILE_SIZE):
             for top in tile_starts(height):
                 for left in tile_starts(width):
@@ -159,10 +176,18 @@ class ScaledDetector:
     def _detect_scaled(self, image: np.ndarray) -> Faces:
         longest = max(image.shape[:2])
         if self.input_size is None or self.input_size == longest:
-            return self.detect_native(image)
+            return self._detect_padded(image)
         scale = self.input_size / longest
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         resized = cv2.resize(image, size, interpolation=interpolation)
         # rounding the size changes the scale slightly; map back with each axis's own
-        return mapped(self.detect_native(resized), size[0] / image.shape[1], size[1] / image.shape[0])
+        return mapped(self._detect_padded(resized), size[0] / image.shape[1], size[1] / image.shape[0])
+
+    def _detect_padded(self, image: np.ndarray) -> Faces:
+        pad = round(self.edge_pad * max(image.shape[:2]))
+        if pad == 0:
+            return self.detect_native(image)
+        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+        faces = mapped(self.detect_native(padded), 1.0, 1.0, -pad, -pad)
+        return faces[_visible_fraction(faces.boxes, image.shape[1], image.shape[0]) >= MIN_VISIBLE]

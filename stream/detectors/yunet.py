@@ -77,8 +77,9 @@ class YuNet(ScaledDetector):
     # 14.7 boxes a frame) for no face gained, 0.5 let one face through on crowd_arcade.
     def __init__(self, input_size: int | None = 960, tiles: bool = False,
                  score_threshold: float = 0.4, nms_threshold: float = 0.3,
-                 providers: tuple[str, ...] = CPU, intra_op_threads: int | None = None):
-        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, providers, intra_op_threads)
+                 providers: tuple[str, ...] = CPU, intra_op_threads: int | None = None, edge_pad: float = 0.0):
+        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, providers, intra_op_threads,
+                         edge_pad)
 
     def detect_native(self, image: np.ndarray) -> Faces:
         blob = padded_blob(image)
