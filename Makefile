@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean
+SERVER_PACKAGES := nginx libnginx-mod-rtmp chromium ffmpeg
+
+.PHONY: demo test test-all bench servers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +19,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The real servers and tools the live tests use (Debian; needs root or sudo).
+servers:
+	@if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] \
+	    || ! command -v chromium >/dev/null || ! command -v ffmpeg >/dev/null; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SERVER_PACKAGES) >/dev/null; \
+	fi
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''

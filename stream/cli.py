@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from stream.errors import InputError, OutputError, StageError, VeilError
+from stream.errors import InputError, MissingDependency, OutputError, StageError, VeilError
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -19,25 +19,43 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="veil", description="Anonymise faces in video, live.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="anonymise a video, photo, folder or stream")
-    run.add_argument("input", help="video file or URL FFmpeg can open, a photo, or a folder")
-    run.add_argument("-o", "--output", required=True, help="output file (or folder, for a folder input)")
-    run.add_argument("--mode", choices=MODES, default="blur")
-    run.add_argument("--detector", choices=("yunet", "centerface"), default="yunet")
-    run.add_argument("--threshold", type=float, help="detector score threshold (low by default: a miss costs more than a false alarm)")
-    run.add_argument("--detect-size", type=int, metavar="PX", help="scale the longest side to PX before detecting (default: the detector's own)")
-    run.add_argument("--native", action="store_true", help="detect at the frame's native resolution (small faces)")
-    run.add_argument("--tiles", action="store_true", help="also detect on overlapping native-resolution tiles (tiny faces; slower)")
-    run.add_argument("--detect-every", type=int, default=1, metavar="N", help="run the detector on every Nth frame, track in between")
-    run.add_argument("--strength", type=float, default=1.0, help="obfuscation strength relative to face size (>1 hides more)")
-    run.add_argument("--margin", type=float, default=0.4, help="grow each face region by this fraction per side")
-    run.add_argument("--shape", choices=SHAPES, default="ellipse")
-    run.add_argument("--coast", type=float, default=1.0, metavar="S", help="keep masking a lost face for S seconds")
-    run.add_argument("--coast-tentative", type=float, default=0.25, metavar="S", help="the same for a face detected only once (often a false alarm)")
-    run.add_argument("--backfill", type=float, default=0.2, metavar="S", help="also mask a new face in the S seconds before its first detection (delays output by S)")
+    anonymise = argparse.ArgumentParser(add_help=False)
+    anonymise.add_argument("--mode", choices=MODES, default="blur")
+    anonymise.add_argument("--detector", choices=("yunet", "centerface"), default="yunet")
+    anonymise.add_argument("--threshold", type=float, help="detector score threshold (low by default: a miss costs more than a false alarm)")
+    anonymise.add_argument("--detect-size", type=int, metavar="PX", help="scale the longest side to PX before detecting (default: the detector's own)")
+    anonymise.add_argument("--native", action="store_true", help="detect at the frame's native resolution (small faces)")
+    anonymise.add_argument("--tiles", action="store_true", help="also detect on overlapping native-resolution tiles (tiny faces; slower)")
+    anonymise.add_argument("--detect-every", type=int, default=1, metavar="N", help="run the detector on every Nth frame, track in between")
+    anonymise.add_argument("--strength", type=float, default=1.0, help="obfuscation strength relative to face size (>1 hides more)")
+    anonymise.add_argument("--margin", type=float, default=0.4, help="grow each face region by this fraction per side")
+    anonymise.add_argument("--shape", choices=SHAPES, default="ellipse")
+    anonymise.add_argument("--coast", type=float, default=1.0, metavar="S", help="keep masking a lost face for S seconds")
+    anonymise.add_argument("--coast-tentative", type=float, default=0.25, metavar="S", help="the same for a face detected only once (often a false alarm)")
+    anonymise.add_argument("--stage-timeout", type=float, default=30.0, metavar="S", help="fail the run if a stage takes longer than S seconds on one frame")
+
+    live = argparse.ArgumentParser(add_help=False)
+    live.add_argument("--target-delay", type=float, metavar="MS", help="live: output each frame MS after its capture, a constant delay that audio can be matched to")
+    live.add_argument("--reconnect", type=float, default=30.0, metavar="S", help="live: keep reconnecting a lost source or output for S seconds before giving up")
+    live.add_argument("-v", "--verbose", action="store_true", help="live: print latency and drops every few seconds")
+
+    run = commands.add_parser("run", parents=[anonymise, live], help="anonymise a video, photo, folder or stream")
+    run.add_argument("input", help="video file, stream URL (rtsp://, rtmp://, ...), camera (/dev/video0), photo, or folder")
+    run.add_argument("-o", "--output", required=True, help="output file or folder, rtmp://host/app/key, or webrtc://host:port")
+    run.add_argument("--live", action="store_true", help="play a file input in real time, as a camera would (implied by stream outputs)")
+    run.add_argument("--backfill", type=float, default=0.2, metavar="S", help="also mask a new face in the S seconds before its first detection (files only; delays output by S)")
     run.add_argument("--audit", metavar="FILE", help="write one JSON line per frame with every face box")
-    run.add_argument("--stage-timeout", type=float, default=30.0, metavar="S", help="fail the run if a stage takes longer than S seconds on one frame")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    serve = commands.add_parser("serve", parents=[anonymise, live], help="web page: your browser camera in, anonymised video back over WebRTC")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for other machines; browsers need https for cameras off localhost)")
+    serve.add_argument("--port", type=int, default=8080)
+
+    camera = commands.add_parser("camera", parents=[anonymise, live], help="webcam in, anonymised virtual camera out (for Zoom, Meet, OBS)")
+    camera.add_argument("--device", default="/dev/video0", help="the webcam (/dev/videoN; video=NAME on Windows; an index on macOS)")
+    camera.add_argument("--output-device", help="the virtual camera (default: the first one pyvirtualcam finds)")
+    camera.add_argument("--size", metavar="WxH", help="ask the webcam for this size, e.g. 1280x720")
+    camera.add_argument("--fps", type=float, help="ask the webcam for this frame rate")
 
     demo = commands.add_parser("demo", help="make the built-in example clip and anonymise it")
     demo.add_argument("--out", default="demo", help="folder for the example, its anonymised version and a before/after image")
@@ -46,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args) -> None:
-    from stream.job import Options, run
+def _options(args):
+    from stream.job import Options
 
     detector_options = {}
     if args.threshold is not None:
@@ -60,12 +78,17 @@ def _run(args) -> None:
         detector_options["input_size"] = args.detect_size
     if args.tiles:
         detector_options["tiles"] = True
-    options = Options(
+    if args.target_delay is not None and args.target_delay < 0:
+        raise InputError(f"--target-delay must not be negative, got {args.target_delay:g}")
+    return Options(
         mode=args.mode, detector=args.detector, detector_options=detector_options,
         detect_every=args.detect_every, strength=args.strength, margin=args.margin, shape=args.shape,
-        coast_s=args.coast, tentative_coast_s=args.coast_tentative, backfill_s=args.backfill, audit=args.audit, stage_timeout=args.stage_timeout, progress=not args.quiet,
+        coast_s=args.coast, tentative_coast_s=args.coast_tentative, stage_timeout=args.stage_timeout,
+        target_delay_s=None if args.target_delay is None else args.target_delay / 1000,
+        reconnect_s=args.reconnect, verbose=args.verbose,
+        backfill_s=getattr(args, "backfill", 0.0), audit=getattr(args, "audit", None),
+        progress=not getattr(args, "quiet", False), live=getattr(args, "live", False),
     )  # fmt: skip
-    run(args.input, args.output, options)
 
 
 def _interrupt(signum, frame):
@@ -78,7 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "run":
-            _run(args)
+            from stream.job import run
+
+            run(args.input, args.output, _options(args))
+        elif args.command == "serve":
+            from stream.webrtc import serve
+
+            serve(args.host, args.port, _options(args))
+        elif args.command == "camera":
+            from stream.vcam import run_camera
+
+            run_camera(args.device, args.output_device, _options(args), size=args.size, fps=args.fps)
         elif args.command == "demo":
             from stream.demo import run_demo
 
@@ -87,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             from stream.doctor import report
 
             print(report())
-    except (InputError, OutputError) as error:
+    except (InputError, OutputError, MissingDependency) as error:
         print(f"veil: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (StageError, VeilError) as error:

@@ -1,0 +1,214 @@
+"""The live encoder sink: H.264 and AAC to an RTMP server (what YouTube, Twitch and
+nginx-rtmp accept), an SRT/UDP peer, or a recording file.
+
+Live frames carry capture-clock timestamps and decoded audio (see ``stream.live``);
+both are encoded here with low-latency settings. When a network output drops (the
+server restarts), frames are dropped (they are anonymised; nothing leaks) and the
+stream is republished with backoff until the output has been down ``give_up_s``.
+A recording is written under a partial name and named only by ``commit()``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from stream.errors import OutputError
+from stream.frame import Frame
+from stream.sink import add_h264, partial_path
+
+AUDIO_RATE = 48000
+AUDIO_GAP_S = 0.1  # a longer hole in the audio (a lost source) is filled with silence
+OPEN_TIMEOUT_S = 5.0
+NETWORK_FORMATS = {"rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts", "tcp": "mpegts"}
+
+
+def is_network_output(target: str) -> bool:
+    return target.split("://", 1)[0].lower() in NETWORK_FORMATS if "://" in target else False
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+class LiveEncoderSink:
+    def __init__(
+        self,
+        target: str,
+        *,
+        width: int,
+        height: int,
+        rate: Fraction,
+        time_base: Fraction,
+        audio: bool,
+        give_up_s: float = 30.0,
+        log: Callable[[str], None] = print,
+    ):
+        self.target, self.log = target, log
+        self.network = is_network_output(target)
+        self.path = None if self.network else Path(target)
+        self.partial = None if self.network else partial_path(self.path)
+        self.width, self.height, self.rate, self.time_base = width, height, Fraction(rate), time_base
+        self.with_audio, self.give_up_s = audio, give_up_s
+        self.frames = self.unsent = 0
+        self.container = None
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff = 0.5
+        self._open()  # the first connection must work: a wrong URL is the user's to fix
+
+    # --- connection -------------------------------------------------------
+    def _open(self) -> None:
+        scheme = self.target.split("://", 1)[0].lower() if self.network else None
+        try:
+            if self.network:
+                self.container = av.open(self.target, mode="w", format=NETWORK_FORMATS[scheme], timeout=OPEN_TIMEOUT_S)
+            else:
+                self.container = av.open(str(self.partial), mode="w")
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise OutputError(f"cannot publish to {self.target}: {_reason(error)}") from None
+        try:
+            self._add_streams()
+            self.container.start_encoding()  # PyAV connects on the first write; connect now
+        except (av.FFmpegError, OSError) as error:
+            self._close_quietly()
+            raise OutputError(f"cannot publish to {self.target}: {_reason(error)}") from None
+        except BaseException:
+            self._close_quietly()
+            raise
+
+    def _add_streams(self) -> None:
+        fps = float(self.rate)
+        # Keyframes every 2 s (what streaming platforms ask), no B-frames, no lookahead.
+        maxrate = max(500_000, int(self.width * self.height * fps * 0.15))
+        options = {
+            "preset": "veryfast", "tune": "zerolatency", "crf": "23", "g": str(max(1, round(2 * fps))),
+            "maxrate": str(maxrate), "bufsize": str(maxrate),
+        }  # fmt: skip
+        self.video = add_h264(self.container, self.width, self.height, self.rate, self.time_base, options)
+        self.audio = None
+        if self.with_audio:
+            self.audio = self.container.add_stream("aac", rate=AUDIO_RATE)
+            self.audio.layout = "stereo"
+            self.audio.bit_rate = 128_000
+            self._resampler = None
+            self._resampler_input = None
+            self._next_sample: int | None = None
+
+    def _close_quietly(self) -> None:
+        container, self.container = self.container, None
+        try:
+            container.close()
+        except (av.FFmpegError, OSError):
+            pass  # the peer is gone; what it did not take is lost either way
+
+    def _drop_connection(self, reason: str) -> None:
+        self._close_quietly()
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            self._backoff = 0.5
+            self.log(f"veil: output {self.target} lost ({reason}); republishing")
+        self._retry_at = now + self._backoff
+
+    def _reconnect(self) -> bool:
+        now = time.monotonic()
+        if now - self._down_since > self.give_up_s:
+            raise OutputError(f"output {self.target} down for {self.give_up_s:g} s; giving up")
+        if now < self._retry_at:
+            return False
+        try:
+            self._open()
+        except OutputError as error:
+            self._backoff = min(self._backoff * 2, 8.0)
+            self._retry_at = time.monotonic() + self._backoff
+            self.log(f"veil: republish failed ({error}); next try in {self._backoff:.1f} s")
+            return False
+        self.log(f"veil: output {self.target} republished after {now - self._down_since:.1f} s")
+        self._down_since = None
+        return True
+
+    # --- frames -------------------------------------------------------------
+    def write(self, frame: Frame) -> None:
+        if self.container is None and not self._reconnect():
+            self.unsent += 1
+            return
+        picture = av.VideoFrame.from_ndarray(frame.image, format="bgr24")
+        picture.pts, picture.time_base = frame.pts, frame.time_base
+        try:
+            self.container.mux(self.video.encode(picture))
+            if self.audio is not None:
+                for sound in frame.audio:
+                    self.container.mux(self._encode_audio(sound))
+        except (av.FFmpegError, OSError) as error:
+            if not self.network:
+                raise OutputError(f"cannot write {self.target}: {_reason(error)}") from None
+            self._drop_connection(_reason(error))
+            self.unsent += 1
+            return
+        self.frames += 1
+
+    def _encode_audio(self, sound: av.AudioFrame) -> list[av.Packet]:
+        """Resample to 48 kHz stereo and keep the sample count contiguous (the AAC
+        encoder needs it): holes longer than ``AUDIO_GAP_S`` become silence."""
+        shape = (sound.format.name, sound.layout.name, sound.sample_rate)
+        if shape != self._resampler_input:
+            self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+            self._resampler_input = shape
+        start = round(float(sound.pts * sound.time_base) * AUDIO_RATE) if sound.pts is not None else None
+        packets = []
+        if self._next_sample is None:
+            self._next_sample = start or 0
+        elif start is not None and start - self._next_sample > AUDIO_GAP_S * AUDIO_RATE:
+            packets += self._encode_samples(np.zeros((2, start - self._next_sample), np.float32))
+        for resampled in self._resampler.resample(sound):
+            packets += self._encode_frame(resampled)
+        return packets
+
+    def _encode_samples(self, samples: np.ndarray) -> list[av.Packet]:
+        packets = []
+        for begin in range(0, samples.shape[1], AUDIO_RATE):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, begin : begin + AUDIO_RATE]), format="fltp", layout="stereo")
+            chunk.sample_rate = AUDIO_RATE
+            packets += self._encode_frame(chunk)
+        return packets
+
+    def _encode_frame(self, sound: av.AudioFrame) -> list[av.Packet]:
+        sound.pts, sound.time_base = self._next_sample, Fraction(1, AUDIO_RATE)
+        self._next_sample += sound.samples
+        return self.audio.encode(sound)
+
+    def close(self) -> None:
+        """Flush the encoders and finish the stream or file."""
+        if self.container is None:
+            return
+        container, self.container = self.container, None
+        try:
+            try:
+                container.mux(self.video.encode(None))
+                if self.audio is not None:
+                    container.mux(self.audio.encode(None))
+            finally:
+                container.close()
+        except (av.FFmpegError, OSError) as error:
+            if not self.network:
+                raise OutputError(f"cannot finish {self.target}: {_reason(error)}") from None
+
+    def commit(self) -> Path | None:
+        """Give a finished recording its real name (network outputs have none)."""
+        if self.network:
+            return None
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.container is not None:
+            self._close_quietly()
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)

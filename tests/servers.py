@@ -1,0 +1,169 @@
+"""Real servers for the live tests, on 127.0.0.1: nginx with the RTMP module, and
+helpers to publish and play streams with PyAV.
+
+`.ci/run` installs nginx and libnginx-mod-rtmp and sets VEIL_REQUIRE_SERVERS=1, so
+in CI a missing server fails the tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+
+
+def require(what: str, present: bool) -> None:
+    if not present:
+        if os.environ.get("VEIL_REQUIRE_SERVERS") == "1":
+            pytest.fail(f"{what} is required (VEIL_REQUIRE_SERVERS=1) but missing")
+        pytest.skip(f"{what} not installed (Debian: apt-get install nginx libnginx-mod-rtmp)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
+
+
+class RtmpServer:
+    """nginx-rtmp with its own config, logs and pid file in ``folder``; restartable on
+    the same port."""
+
+    def __init__(self, folder: Path):
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        require("nginx with the RTMP module", Path(nginx).exists() and RTMP_MODULE.exists())
+        self.nginx, self.folder, self.port = nginx, folder, free_port()
+        (folder / "nginx.conf").write_text(
+            f"""
+load_module {RTMP_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log info;
+events {{ worker_connections 128; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{self.port};
+        chunk_size 4096;
+        application live {{
+            live on;
+            record off;
+        }}
+    }}
+}}
+"""
+        )
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def url(self, key: str) -> str:
+        return f"rtmp://127.0.0.1:{self.port}/live/{key}"
+
+    def start(self) -> None:
+        command = [self.nginx, "-p", str(self.folder), "-e", str(self.folder / "error.log"), "-c", str(self.folder / "nginx.conf")]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.process = None
+
+
+class Player(threading.Thread):
+    """Plays a stream with PyAV in the background and keeps what arrives: decoded
+    video frames (BGR, with their receive time) and the number of audio frames."""
+
+    def __init__(self, url: str, *, seconds: float, every: int = 1):
+        super().__init__(daemon=True)
+        self.url, self.seconds, self.every = url, seconds, every
+        self.images: list = []
+        self.received_at: list[float] = []
+        self.audio_frames = 0
+        self.video_frames = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:  # the stream may not be published yet
+            try:
+                with av.open(self.url, timeout=(5.0, 3.0)) as container:
+                    self._play(container, deadline)
+            except (av.FFmpegError, OSError) as error:
+                self.error = error
+                time.sleep(0.2)
+
+    def _play(self, container, deadline: float) -> None:
+        for packet in container.demux():
+            for frame in packet.decode():
+                if isinstance(frame, av.AudioFrame):
+                    self.audio_frames += 1
+                    continue
+                if self.video_frames % self.every == 0:
+                    self.images.append(frame.to_ndarray(format="bgr24"))
+                    self.received_at.append(time.monotonic())
+                self.video_frames += 1
+            if time.monotonic() > deadline:
+                return
+
+
+def publish(url: str, clip: Path, *, stop: threading.Event | None = None, stamp=None) -> None:
+    """Send a clip to an RTMP server in real time, as an encoder would (re-encoded
+    to H.264 and AAC); ``stamp(image)`` may draw on each frame first."""
+    with av.open(str(clip)) as source, av.open(url, mode="w", format="flv", timeout=5.0) as out:
+        video_in = source.streams.video[0]
+        video = out.add_stream("libx264", rate=video_in.average_rate)
+        video.width, video.height, video.pix_fmt = video_in.width, video_in.height, "yuv420p"
+        video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "25"}
+        audio = None
+        if source.streams.audio:
+            audio = out.add_stream("aac", rate=48000)
+        start = time.monotonic()
+        for frame in source.decode(*source.streams):
+            if stop is not None and stop.is_set():
+                break
+            seconds = float(frame.pts * frame.time_base)
+            if isinstance(frame, av.VideoFrame):
+                time.sleep(max(0.0, start + seconds - time.monotonic()))
+                image = frame.to_ndarray(format="bgr24")
+                if stamp is not None:
+                    stamp(image)
+                picture = av.VideoFrame.from_ndarray(image, format="bgr24")
+                picture.pts, picture.time_base = frame.pts, frame.time_base
+                out.mux(video.encode(picture))
+            elif audio is not None:
+                frame.pts = None
+                out.mux(audio.encode(frame))
+        out.mux(video.encode(None))
+        if audio is not None:
+            out.mux(audio.encode(None))
