@@ -97,6 +97,9 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Live runs and servers log as they go; a pipe or a service's journal must see each line.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     # SIGTERM (service managers, `kill`) stops a run the way Ctrl-C does: cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -34,4 +34,21 @@ def report() -> str:
         lines.append(f"cuda          {'available: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}")
     cameras = sorted(p for p in os.listdir("/dev") if p.startswith("video")) if os.path.isdir("/dev") else []
     lines.append(f"cameras       {', '.join('/dev/' + c for c in cameras) or 'none found'}")
+    lines.append(f"webrtc        aiortc {_version('aiortc')} (veil serve, -o webrtc://)")
+    lines.append(f"virtual cam   {_virtual_camera()}")
     return "\n".join(lines)
+
+
+def _virtual_camera() -> str:
+    """Opens a virtual camera for a moment: the only way pyvirtualcam tells if one exists."""
+    from stream.errors import MissingDependency, OutputError
+
+    try:
+        from stream.vcam import VirtualCameraSink
+
+        sink = VirtualCameraSink(640, 480, 30, log=lambda *_: None)
+    except (MissingDependency, OutputError) as error:
+        return f"none: {error}"
+    device = sink.device
+    sink.close()
+    return f"{device} (veil camera)"

@@ -77,6 +77,8 @@ class FrameSlot:
 
     def put(self, frame: Frame) -> None:
         with self._ready:
+            if self._ended:
+                return  # the consumer has stopped: nothing more is taken
             if self._frame is not None:
                 self.dropped += 1
                 frame = frame.replace(audio=self._frame.audio + frame.audio)
@@ -188,10 +190,7 @@ class LiveSource:
 
     # --- connections --------------------------------------------------------
     def _open(self, open_timeout: float = OPEN_TIMEOUT_S) -> av.container.InputContainer:
-        if self.format is None and "://" not in self.url:
-            container = open_input(self.url, self.options)  # a file: no timeout needed
-        else:
-            container = _open_with_timeout(self.url, self.format, self.options, open_timeout)
+        container = open_input(self.url, self.options, format=self.format, timeout=(open_timeout, READ_TIMEOUT_S))
         video = container.streams.video[0]
         self.rate = Fraction(video.average_rate or video.guessed_rate or 30)
         self._offset: float | None = None  # capture clock minus source time, this connection
@@ -331,15 +330,3 @@ class LiveSource:
         self._stop.set()
         self._thread.join(timeout=READ_TIMEOUT_S + 1)
         self.container.close()
-
-
-def _open_with_timeout(url: str, format: str | None, options: dict, open_timeout: float) -> av.container.InputContainer:
-    """Network and device inputs: a stalled peer raises instead of blocking forever."""
-    try:
-        container = av.open(url, mode="r", format=format, options=options, timeout=(open_timeout, READ_TIMEOUT_S))
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise InputError(f"cannot open {url}: {getattr(error, 'strerror', None) or error}") from None
-    if not container.streams.video:
-        container.close()
-        raise InputError(f"no video stream in {url}")
-    return container

@@ -21,7 +21,7 @@ import numpy as np
 
 from stream.errors import OutputError
 from stream.frame import Frame
-from stream.sink import add_h264, partial_path
+from stream.sink import add_h264, finish, partial_path
 
 AUDIO_RATE = 48000
 AUDIO_GAP_S = 0.1  # a longer hole in the audio (a lost source) is filled with silence
@@ -190,12 +190,7 @@ class LiveEncoderSink:
             return
         container, self.container = self.container, None
         try:
-            try:
-                container.mux(self.video.encode(None))
-                if self.audio is not None:
-                    container.mux(self.audio.encode(None))
-            finally:
-                container.close()
+            finish(container, [self.video] + ([self.audio] if self.audio is not None else []))
         except (av.FFmpegError, OSError) as error:
             if not self.network:
                 raise OutputError(f"cannot finish {self.target}: {_reason(error)}") from None

@@ -37,6 +37,15 @@ def add_h264(container, width: int, height: int, rate: Fraction, time_base: Frac
     return stream
 
 
+def finish(container, encoders: list) -> None:
+    """Flush each encoder into the container, then close it (always)."""
+    try:
+        for stream in encoders:
+            container.mux(stream.encode(None))
+    finally:
+        container.close()
+
+
 class VideoFileSink:
     def __init__(
         self,
@@ -94,10 +103,7 @@ class VideoFileSink:
             return
         container, self.container = self.container, None
         try:
-            try:
-                container.mux(self.video.encode(None))
-            finally:
-                container.close()
+            finish(container, [self.video])
         except (av.FFmpegError, OSError) as error:
             raise OutputError(f"cannot finish {self.path}: {getattr(error, 'strerror', None) or error}") from None
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
-from typing import Iterator
 
 import av
 import numpy as np
@@ -12,10 +12,11 @@ from stream.errors import InputError
 from stream.frame import Frame
 
 
-def open_input(url: str, options: dict | None = None) -> av.container.InputContainer:
-    """Open with FFmpeg; every failure becomes a one-line InputError."""
+def open_input(url: str, options: dict | None = None, *, format: str | None = None, timeout=None) -> av.container.InputContainer:
+    """Open with FFmpeg; every failure becomes a one-line InputError. ``timeout``
+    (seconds, or (open, read)) makes a stalled network peer raise instead of blocking."""
     try:
-        container = av.open(url, mode="r", options=options or {})
+        container = av.open(url, mode="r", format=format, options=options or {}, timeout=timeout)
     except FileNotFoundError:
         raise InputError(f"input not found: {url}") from None
     except (av.FFmpegError, OSError, ValueError) as error:

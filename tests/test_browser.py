@@ -28,11 +28,15 @@ from stream.detectors import make_detector
 from stream.job import Options
 from stream.privacy import IndependentDetector, leaked_faces
 from stream.webrtc import WebRtcServer
+from tests.servers import require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None and Path("/usr/bin/chromium").exists():
-    CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
+
+
+@pytest.fixture(autouse=True)
+def chromium_installed():
+    require("Chromium (Debian package chromium)", CHROMIUM is not None)
+
 
 FPS = 25
 WIDTH, HEIGHT = 640, 360

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from tests.conftest import lossless_clip, raw_h264
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.resources
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 import cv2
 import numpy as np
@@ -14,9 +14,9 @@ import skimage.data
 from engines.onnx_models import dequantize, load_session
 from stream.detectors import DETECTOR_NAMES, make_detector
 from stream.detectors.centerface import runnable_model as centerface_model
-from stream.faces import iou_matrix
 from stream.detectors.yunet import MODEL_FILE
 from stream.errors import InputError, MissingDependency
+from stream.faces import iou_matrix
 
 DLIB_FACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "annotated" / "dlib_faces"
 # The astronaut's face in skimage.data.astronaut(), drawn by hand (x1, y1, x2, y2).

@@ -125,14 +125,7 @@ def test_timecode_survives_h264_at_streaming_quality(tmp_path):
     assert timecode.read(np.zeros((360, 640, 3), np.uint8)) is None, "a blank corner is not a stamp"
 
 
-@pytest.fixture(scope="module")
-def detector():
-    from stream.detectors import make_detector
-
-    return make_detector("yunet")
-
-
-def test_a_slow_consumer_makes_the_source_drop_frames_not_memory_grow(example_clip, detector):
+def test_a_slow_consumer_makes_the_source_drop_frames_not_memory_grow(example_clip, yunet):
     clip, _ = example_clip  # 3 s at 25 fps, with audio
     with av.open(str(clip)) as container:
         audio_frames = sum(1 for _ in container.decode(audio=0))
@@ -140,7 +133,7 @@ def test_a_slow_consumer_makes_the_source_drop_frames_not_memory_grow(example_cl
     sink = RecordingSink(delay_s=0.15)  # about 6 fps where 25 arrive
     tracemalloc.start()
     try:
-        report = run_live(source, sink, Options(progress=False), detector, log=lambda *_: None)
+        report = run_live(source, sink, Options(progress=False), yunet, log=lambda *_: None)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -212,3 +205,19 @@ def test_a_capped_graph_takes_the_next_frame_only_after_one_has_left():
     written = [written_at for written_at, _, _ in sink.written]
     assert len(written) == 6
     assert all(pulled[i + 1] >= written[i] for i in range(5)), "a frame was taken while another was inside"
+
+
+def test_verbose_live_runs_report_latency_and_drops_while_running(example_clip, yunet, monkeypatch):
+    import stream.job
+
+    monkeypatch.setattr(stream.job, "LIVE_REPORT_EVERY_S", 0.5)
+    clip, _ = example_clip
+    source = LiveSource(str(clip), realtime=True)
+    lines: list[str] = []
+    try:
+        run_live(source, RecordingSink(), Options(progress=False, verbose=True), yunet, log=lines.append)
+    finally:
+        source.close()
+    reports = [line for line in lines if line.startswith("veil: live:")]
+    assert len(reports) >= 4, "a report every 0.5 s of a 3 s run, and one at the end"
+    assert all("capture-to-output p50" in line and "dropped at the source" in line for line in reports)

@@ -9,20 +9,9 @@ import numpy as np
 import pytest
 
 from stream.anonymise import MODES
-from stream.detectors import make_detector
 from stream.job import Options, run_video
-from stream.privacy import IndependentDetector, Recogniser, decoded_frames, load_identities, reidentification, video_leaks
+from stream.privacy import Recogniser, decoded_frames, load_identities, reidentification, video_leaks
 from tests.conftest import shared_data
-
-
-@pytest.fixture(scope="module")
-def gate():
-    return IndependentDetector()
-
-
-@pytest.fixture(scope="module")
-def yunet():
-    return make_detector("yunet")
 
 
 def anonymise(clip, out, detector, **options):

@@ -17,7 +17,7 @@ import pytest
 from stream.demo import make_example_clip
 from stream.errors import InputError
 from stream.job import Options, run
-from stream.privacy import IndependentDetector, decoded_frames
+from stream.privacy import decoded_frames
 from tests.servers import Player, RtmpServer, free_port, publish
 
 
@@ -26,11 +26,6 @@ def rtmp(tmp_path):
     server = RtmpServer(tmp_path)
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def gate():
-    return IndependentDetector()
 
 
 class Log(list):
@@ -45,21 +40,23 @@ def faces_in(images, gate) -> int:
     return sum(len(gate.detect(image)) for image in images)
 
 
-def test_published_stream_has_no_face_and_keeps_its_audio(rtmp, example_clip, gate):
-    clip, _ = example_clip
-    player = Player(rtmp.url("out"), seconds=10, every=3)
+def test_published_stream_has_no_face_and_keeps_its_audio(rtmp, tmp_path, gate):
+    clip = tmp_path / "faces.mp4"
+    make_example_clip(clip, width=640, height=360, seconds=6.0)
+    player = Player(rtmp.url("out"), seconds=15, every=3)
     player.start()
-    log = Log()
-    run(str(clip), rtmp.url("out"), Options(progress=False), log=log)
-    player.join(timeout=15)
-    # A loaded machine drops frames at the source (live keeps latency, not every frame);
-    # what veil sent must arrive.
-    sent = int(re.search(r"(\d+) frames out", log.find("veil: live:")[-1]).group(1))
-    assert sent >= 10 and player.video_frames >= 0.9 * sent, f"{player.video_frames} of {sent} frames came back"
-    input_faces = faces_in([image for _, image in decoded_frames(clip, every=3)], gate)
+    run(str(clip), rtmp.url("out"), Options(progress=False), log=Log())
+    player.join(timeout=20)
+    # The player may join late (it retries until the stream is published; the server
+    # then starts it at the last keyframe), and a loaded machine drops frames at the
+    # source: what matters is that what arrives has no face and has its sound.
+    assert player.video_frames >= 50, f"only {player.video_frames} frames came back"
+    input_faces = faces_in([image for _, image in decoded_frames(clip, every=6)], gate)
     assert input_faces >= 20, "the gate must see the faces in the input for this test to mean anything"
     assert faces_in(player.images, gate) == 0
-    assert player.audio_frames * 1024 / 48000 > 2.5, "the 3 s of audio arrive"
+    seconds_of_sound = player.audio_frames * 1024 / 48000
+    seconds_of_video = player.video_frames / 25
+    assert seconds_of_sound >= 0.8 * seconds_of_video, "the audio arrives with the video"
 
 
 def test_a_lost_source_is_covered_meanwhile_and_picked_up_again(rtmp, tmp_path, gate):

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from stream.detectors import make_detector
 from stream.errors import StageError
 from stream.faces import Faces
 from stream.job import Options, run_video
-from stream.detectors import make_detector
 from tests.conftest import raw_h264
 
 

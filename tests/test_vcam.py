@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 
 from stream import timecode, vcam
-from stream.detectors import make_detector
 from stream.errors import InputError, MissingDependency, OutputError
 from stream.frame import Frame
 from stream.job import Options, run_live
 from stream.live import CLOCK, LiveSource
-from stream.privacy import IndependentDetector, leaked_faces
+from stream.privacy import leaked_faces
 from stream.vcam import VirtualCameraSink, install_hint, run_camera
 
 pyvirtualcam = pytest.importorskip("pyvirtualcam", reason="pyvirtualcam is not installed: pip install 'veil[vcam]'")
@@ -77,16 +76,6 @@ def recording_backend():
     pyvirtualcam.register_backend(BACKEND, RecordingDevice)
     yield
     del pyvirtualcam.camera.BACKENDS[BACKEND]
-
-
-@pytest.fixture(scope="module")
-def gate():
-    return IndependentDetector()
-
-
-@pytest.fixture(scope="module")
-def yunet():
-    return make_detector("yunet")
 
 
 def frame_of(image: np.ndarray) -> Frame:
