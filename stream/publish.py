@@ -26,6 +26,7 @@ from stream.sink import add_h264, finish, partial_path
 AUDIO_RATE = 48000
 AUDIO_GAP_S = 0.1  # a longer hole in the audio (a lost source) is filled with silence
 OPEN_TIMEOUT_S = 5.0
+MAX_INTERLEAVE_S = 0.1
 NETWORK_FORMATS = {"rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts", "tcp": "mpegts"}
 
 
@@ -68,7 +69,13 @@ class LiveEncoderSink:
         scheme = self.target.split("://", 1)[0].lower() if self.network else None
         try:
             if self.network:
-                self.container = av.open(self.target, mode="w", format=NETWORK_FORMATS[scheme], timeout=OPEN_TIMEOUT_S)
+                # The muxer holds video until audio of the same time is there; bound that
+                # wait, or audio that runs slow (camera clocks drift) delays the video more
+                # and more.
+                self.container = av.open(
+                    self.target, mode="w", format=NETWORK_FORMATS[scheme], timeout=OPEN_TIMEOUT_S,
+                    container_options={"max_interleave_delta": str(round(MAX_INTERLEAVE_S * 1e6))},
+                )  # fmt: skip
             else:
                 self.container = av.open(str(self.partial), mode="w")
         except (av.FFmpegError, OSError, ValueError) as error:

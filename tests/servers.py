@@ -153,13 +153,13 @@ def publish(url: str, clip: Path, *, stop: threading.Event | None = None, stamp=
         start, offset = time.monotonic(), 0.0
         while True:
             with av.open(str(clip)) as source:
-                last = 0.0
+                frames, samples, layout = 0, 0, None
                 for frame in source.decode(*source.streams):
                     if stop is not None and stop.is_set():
                         break
                     seconds = offset + float(frame.pts * frame.time_base)
-                    last = max(last, seconds)
                     if isinstance(frame, av.VideoFrame):
+                        frames += 1
                         time.sleep(max(0.0, start + seconds - time.monotonic()))
                         image = frame.to_ndarray(format="bgr24")
                         if stamp is not None:
@@ -168,11 +168,20 @@ def publish(url: str, clip: Path, *, stop: threading.Event | None = None, stamp=
                         picture.pts, picture.time_base = round(seconds * 1000), Fraction(1, 1000)
                         out.mux(video.encode(picture))
                     elif audio is not None:
+                        samples, layout = samples + frame.samples, frame.layout.name
                         frame.pts = None
                         out.mux(audio.encode(frame))
-            offset = last + 1 / float(rate)
+            offset += frames / float(rate)
             if not loop or (stop is not None and stop.is_set()):
                 break
+            if audio is not None:  # the sound of each loop lasts exactly as long as its video
+                missing = round(frames / float(rate) * 48000) - samples
+                if missing > 0:
+                    silence = av.AudioFrame(format="fltp", layout=layout, samples=missing)
+                    for plane in silence.planes:
+                        plane.update(bytes(plane.buffer_size))
+                    silence.sample_rate = 48000
+                    out.mux(audio.encode(silence))
         out.mux(video.encode(None))
         if audio is not None:
             out.mux(audio.encode(None))
