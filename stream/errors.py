@@ -23,3 +23,9 @@ class StageError(VeilError, RuntimeError):
 
 class MissingDependency(VeilError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
+
+
+def reason(error: BaseException) -> str:
+    """An error's own words for a one-line message: the OS's text when it has one
+    ("No such file or directory"), not the errno-and-path repr."""
+    return getattr(error, "strerror", None) or str(error)

@@ -23,7 +23,7 @@ from fractions import Fraction
 
 import av
 
-from stream.errors import InputError
+from stream.errors import InputError, reason
 from stream.frame import Frame
 from stream.source import open_input, upright
 
@@ -259,7 +259,7 @@ class LiveSource:
 
     def _pump(self) -> bool:
         """Read one connection to its end; True if a new connection was made."""
-        reason = "the stream ended"
+        why = "the stream ended"
         try:
             for frame in self._frames:
                 if self._stop.is_set():
@@ -271,22 +271,22 @@ class LiveSource:
                     self.log(f"veil: source {self.url} is back after {frame.captured - lost_since:.1f} s")
                 self.slot.put(frame)
         except (av.FFmpegError, OSError) as error:
-            reason = getattr(error, "strerror", None) or str(error)
+            why = reason(error)
         self.container.close()
         if self._stop.is_set():
             return False
         if not self.reconnects:
-            if reason != "the stream ended":
-                raise InputError(f"corrupt or broken stream in {self.url}: {reason}")
+            if why != "the stream ended":
+                raise InputError(f"corrupt or broken stream in {self.url}: {why}")
             return False
-        return self._reconnect(reason)
+        return self._reconnect(why)
 
-    def _reconnect(self, reason: str) -> bool:
+    def _reconnect(self, why: str) -> bool:
         with self._state:
             if self._lost_since is None:
                 self._lost_since = time.monotonic()
             lost = self._last_frame_at
-        self.log(f"veil: source {self.url} lost ({reason}); output covered, reconnecting")
+        self.log(f"veil: source {self.url} lost ({why}); output covered, reconnecting")
         delay = 0.5
         while not self._stop.is_set():  # the first try is at once: the source may be back already
             left = self.give_up_s - (time.monotonic() - lost)
@@ -295,10 +295,10 @@ class LiveSource:
                 self._frames = self._decode(self.container)
                 return True
             except InputError as error:
-                reason = str(error)
+                why = str(error)
             if time.monotonic() - lost > self.give_up_s:
-                raise InputError(f"source {self.url} lost for {self.give_up_s:g} s ({reason}); giving up")
-            self.log(f"veil: reconnect failed ({reason}); next try in {delay:.1f} s")
+                raise InputError(f"source {self.url} lost for {self.give_up_s:g} s ({why}); giving up")
+            self.log(f"veil: reconnect failed ({why}); next try in {delay:.1f} s")
             self._stop.wait(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
         return False

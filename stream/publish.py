@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stream.errors import OutputError
+from stream.errors import OutputError, reason
 from stream.frame import Frame
 from stream.sink import add_h264, finish, partial_path
 
@@ -32,10 +32,6 @@ NETWORK_FORMATS = {"rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegt
 
 def is_network_output(target: str) -> bool:
     return target.split("://", 1)[0].lower() in NETWORK_FORMATS if "://" in target else False
-
-
-def _reason(error: BaseException) -> str:
-    return getattr(error, "strerror", None) or str(error)
 
 
 class LiveEncoderSink:
@@ -79,13 +75,13 @@ class LiveEncoderSink:
             else:
                 self.container = av.open(str(self.partial), mode="w")
         except (av.FFmpegError, OSError, ValueError) as error:
-            raise OutputError(f"cannot publish to {self.target}: {_reason(error)}") from None
+            raise OutputError(f"cannot publish to {self.target}: {reason(error)}") from None
         try:
             self._add_streams()
             self.container.start_encoding()  # PyAV connects on the first write; connect now
         except (av.FFmpegError, OSError) as error:
             self._close_quietly()
-            raise OutputError(f"cannot publish to {self.target}: {_reason(error)}") from None
+            raise OutputError(f"cannot publish to {self.target}: {reason(error)}") from None
         except BaseException:
             self._close_quietly()
             raise
@@ -155,8 +151,8 @@ class LiveEncoderSink:
                     self.container.mux(self._encode_audio(sound))
         except (av.FFmpegError, OSError) as error:
             if not self.network:
-                raise OutputError(f"cannot write {self.target}: {_reason(error)}") from None
-            self._drop_connection(_reason(error))
+                raise OutputError(f"cannot write {self.target}: {reason(error)}") from None
+            self._drop_connection(reason(error))
             self.unsent += 1
             return
         self.frames += 1
@@ -200,7 +196,7 @@ class LiveEncoderSink:
             finish(container, [self.video] + ([self.audio] if self.audio is not None else []))
         except (av.FFmpegError, OSError) as error:
             if not self.network:
-                raise OutputError(f"cannot finish {self.target}: {_reason(error)}") from None
+                raise OutputError(f"cannot finish {self.target}: {reason(error)}") from None
 
     def commit(self) -> Path | None:
         """Give a finished recording its real name (network outputs have none)."""

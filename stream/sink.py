@@ -13,7 +13,7 @@ from pathlib import Path
 
 import av
 
-from stream.errors import OutputError
+from stream.errors import OutputError, reason
 from stream.frame import Frame
 
 
@@ -64,7 +64,7 @@ class VideoFileSink:
         try:
             self.container = av.open(str(self.partial), mode="w")
         except (av.FFmpegError, OSError, ValueError) as error:
-            raise OutputError(f"cannot write {self.path}: {getattr(error, 'strerror', None) or error}") from None
+            raise OutputError(f"cannot write {self.path}: {reason(error)}") from None
         try:
             self.video = add_h264(self.container, width, height, rate, time_base, {"crf": str(crf), "preset": preset})
             self.audio = {stream.index: self._add_audio_copy(stream) for stream in audio}
@@ -94,7 +94,7 @@ class VideoFileSink:
                     packet.stream = out
                     self.container.mux(packet)
         except (av.FFmpegError, OSError) as error:  # a full disk, a vanished folder
-            raise OutputError(f"cannot write {self.path}: {getattr(error, 'strerror', None) or error}") from None
+            raise OutputError(f"cannot write {self.path}: {reason(error)}") from None
         self.frames += 1
 
     def close(self) -> None:
@@ -105,7 +105,7 @@ class VideoFileSink:
         try:
             finish(container, [self.video])
         except (av.FFmpegError, OSError) as error:
-            raise OutputError(f"cannot finish {self.path}: {getattr(error, 'strerror', None) or error}") from None
+            raise OutputError(f"cannot finish {self.path}: {reason(error)}") from None
 
     def commit(self) -> Path:
         """Give the finished file its real name."""

@@ -8,7 +8,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from stream.errors import InputError
+from stream.errors import InputError, reason
 from stream.frame import Frame
 
 
@@ -20,15 +20,11 @@ def open_input(url: str, options: dict | None = None, *, format: str | None = No
     except FileNotFoundError:
         raise InputError(f"input not found: {url}") from None
     except (av.FFmpegError, OSError, ValueError) as error:
-        raise InputError(f"cannot open {url}: {_reason(error)}") from None
+        raise InputError(f"cannot open {url}: {reason(error)}") from None
     if not container.streams.video:
         container.close()
         raise InputError(f"no video stream in {url}")
     return container
-
-
-def _reason(error: BaseException) -> str:
-    return getattr(error, "strerror", None) or str(error)
 
 
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -78,7 +74,7 @@ class VideoSource:
                     held = self._frame(decoded, index)
                     index += 1
         except av.FFmpegError as error:
-            raise InputError(f"corrupt or truncated stream in {self.url}: {_reason(error)}") from None
+            raise InputError(f"corrupt or truncated stream in {self.url}: {reason(error)}") from None
         if held is None:
             raise InputError(f"no decodable video frame in {self.url}")
         yield held.replace(audio=tuple(pending_packets))

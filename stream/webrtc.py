@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import av
 import numpy as np
 
-from stream.errors import MissingDependency, OutputError
+from stream.errors import MissingDependency, OutputError, reason
 from stream.frame import Frame
 from stream.live import CLOCK, CoverGaps, FrameSlot
 
@@ -393,8 +393,7 @@ class WebRtcServer:
             await site.start()
         except OSError as error:
             await runner.cleanup()
-            reason = error.strerror or str(error)
-            raise OutputError(f"cannot serve on {self.host}:{self.port}: {reason}") from None
+            raise OutputError(f"cannot serve on {self.host}:{self.port}: {reason(error)}") from None
         self._runner = runner
         self.port = runner.addresses[0][1]
         if not self.cameras:
@@ -514,8 +513,8 @@ async def _read_offer(request: web.Request) -> RTCSessionDescription:
 
 
 def _bad_offer(error: Exception) -> web.HTTPBadRequest:
-    reason = str(error) or f"unreadable SDP ({type(error).__name__})"
-    return web.HTTPBadRequest(text=f"bad offer: {reason}")
+    text = str(error) or f"unreadable SDP ({type(error).__name__})"
+    return web.HTTPBadRequest(text=f"bad offer: {text}")
 
 
 def _spawn(coroutine_function) -> None:
