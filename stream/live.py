@@ -114,7 +114,6 @@ class CoverGaps:
 
     def __init__(self, slot: FrameSlot, *, gap_s: float, is_lost: Callable[[], bool] = lambda: True):
         self.slot, self.gap_s, self.is_lost = slot, gap_s, is_lost
-        self.t0: float | None = None
 
     def __iter__(self) -> Iterator[Frame]:
         index, last = 0, None
@@ -127,15 +126,13 @@ class CoverGaps:
                 if last is None or not self.is_lost():
                     continue
                 now = time.monotonic()
+                elapsed = round((now - last.captured) / last.time_base)
                 frame = last.replace(
-                    pts=max(last.pts + 1, round((now - self.t0) / CLOCK)), captured=now, audio=(),
+                    pts=last.pts + max(1, elapsed), captured=now, audio=(),
                     detections=None, tracks=None, failure=SourceLost("source lost; picture covered"),
                 )  # fmt: skip
-            else:
-                if self.t0 is None:
-                    self.t0 = frame.captured
-                if last is not None and frame.pts <= last.pts:
-                    frame = frame.replace(pts=last.pts + 1)
+            elif last is not None and frame.pts <= last.pts:
+                frame = frame.replace(pts=last.pts + 1)
             last = frame.replace(index=index)
             index += 1
             yield last
@@ -174,7 +171,6 @@ class LiveSource:
         self._state = threading.Lock()
         self._lost_since: float | None = None
         self._last_frame_at = time.monotonic()
-        self._last_pts = -1
         self.t0 = time.monotonic()
         self.container = self._open()
         self._frames = self._decode(self.container)
@@ -204,26 +200,22 @@ class LiveSource:
         for packet in container.demux([video, *container.streams.audio]):
             for decoded in packet.decode():
                 if packet.stream is video:
-                    frame = self._video_frame(decoded, pending)
+                    yield self._video_frame(decoded, pending)
                     pending = []
-                    if frame is not None:
-                        yield frame
                 else:
                     pending.append(self._restamp_audio(decoded))
 
     def _source_time(self, decoded) -> float | None:
         return None if decoded.pts is None or decoded.time_base is None else float(decoded.pts * decoded.time_base)
 
-    def _video_frame(self, decoded: av.VideoFrame, audio: list) -> Frame | None:
+    def _video_frame(self, decoded: av.VideoFrame, audio: list) -> Frame:
         source_time = self._source_time(decoded)
         if self.realtime and source_time is not None:
             if self._first_source_time is None:
                 self._first_source_time = source_time
             self._wait_until(self._wall_start + source_time - self._first_source_time)
         now = time.monotonic()
-        when = self._on_clock(source_time, now)
-        pts = max(self._last_pts + 1, round(when / CLOCK))
-        self._last_pts = pts
+        pts = round(self._on_clock(source_time, now) / CLOCK)  # CoverGaps keeps it rising
         image = upright(decoded.to_ndarray(format="bgr24"), decoded.rotation)
         return Frame(image=image, pts=pts, time_base=CLOCK, index=0, audio=tuple(audio), captured=now)
 
@@ -317,10 +309,7 @@ class LiveSource:
         return lost
 
     def __iter__(self) -> Iterator[Frame]:
-        gap = max(0.5, 3 / float(self.rate))
-        covered = CoverGaps(self.slot, gap_s=gap, is_lost=self.is_lost)
-        covered.t0 = self.t0
-        return iter(covered)
+        return iter(CoverGaps(self.slot, gap_s=max(0.5, 3 / float(self.rate)), is_lost=self.is_lost))
 
     @property
     def dropped(self) -> int:
