@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from stream import timecode
 from stream.demo import render_frames
-from stream.live import CLOCK
+from tests.peers import LoopedClip
 
 WARMUP_S = 3.0
 SERVE = """
@@ -72,35 +71,17 @@ BAND = 40  # rows under the picture for the stamp
 LOOP_S = 1.5  # the clip's first 1.5 s: three faces, none near the band
 
 
-class StampedClip(VideoStreamTrack):
-    """The example clip's start, looped at ``fps``, above a band that holds the stamp
-    (no face, nor its blur, reaches it); each frame stamped as it leaves."""
-
-    def __init__(self, width: int, height: int, fps: int):
-        super().__init__()
-        band = np.full((BAND, width, 3), 128, np.uint8)
-        pictures = render_frames(width, height - BAND, fps, LOOP_S)
-        self.images = [np.vstack([image, band]) for image, _ in pictures]
-        self.fps, self.sent = fps, 0
-        self._start: float | None = None
-
-    async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        delay = self._start + self.sent / self.fps - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        image = self.images[self.sent % len(self.images)].copy()
-        timecode.stamp(image[-BAND:])
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts, frame.time_base = round(self.sent / self.fps / CLOCK), CLOCK
-        self.sent += 1
-        return frame
+def stamped_clip(width: int, height: int, fps: int) -> LoopedClip:
+    """The example clip's start, looped, above a band that holds the stamp (no face,
+    nor its blur, reaches it); each frame stamped with the clock as it leaves."""
+    band = np.full((BAND, width, 3), 128, np.uint8)
+    images = [np.vstack([image, band]) for image, _ in render_frames(width, height - BAND, fps, LOOP_S)]
+    return LoopedClip(images, fps, stamp=lambda image, _: timecode.stamp(image[-BAND:]))
 
 
 async def measure(url: str, width: int, height: int, fps: int, seconds: float) -> tuple:
     """(frames sent per second, received per second, round trips in ms, unreadable)."""
-    clip = StampedClip(width, height, fps)
+    clip = stamped_clip(width, height, fps)
     pc = RTCPeerConnection()
     pc.addTransceiver(clip, direction="sendrecv")
     trips: list[int] = []

@@ -16,10 +16,9 @@ import threading
 import time
 
 import aiohttp
-import av
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from stream import timecode
@@ -30,6 +29,7 @@ from stream.job import Options
 from stream.live import CLOCK
 from stream.privacy import leaked_faces
 from stream.webrtc import WebRtcServer, WebRtcSink, parse_url
+from tests.peers import LoopedClip
 
 FPS = 25
 TIMEOUT_S = 20.0
@@ -48,31 +48,9 @@ def server(yunet):
         yield running
 
 
-class ClipTrack(VideoStreamTrack):
-    """A camera stand-in: plays the clip (looped) in real time, each frame stamped
-    with its number."""
-
-    def __init__(self, images: list[np.ndarray], fps: int = FPS):
-        super().__init__()
-        self.images, self.fps = images, fps
-        self.sent = 0
-        self._start: float | None = None
-
-    def original(self, number: int) -> np.ndarray:
-        image = self.images[number % len(self.images)].copy()
-        timecode.stamp(image, number)
-        return image
-
-    async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        delay = self._start + self.sent / self.fps - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        frame = av.VideoFrame.from_ndarray(self.original(self.sent), format="bgr24")
-        frame.pts, frame.time_base = round(self.sent / self.fps / CLOCK), CLOCK
-        self.sent += 1
-        return frame
+def camera_clip(images: list[np.ndarray]) -> LoopedClip:
+    """A camera stand-in whose every frame carries its number."""
+    return LoopedClip(images, FPS, stamp=lambda image, number: timecode.stamp(image, number))
 
 
 class Received:
@@ -127,14 +105,14 @@ async def connect(url: str, path: str, track=None, received: Received | None = N
     return pc, received
 
 
-def judge(gate, track: ClipTrack, received: Received, cache: dict | None = None) -> tuple[int, list[int]]:
+def judge(gate, track: LoopedClip, received: Received, cache: dict | None = None) -> tuple[int, list[int]]:
     """(faces the gate finds in the sent frames, numbers of frames where it finds
     one of them again in the received frame)."""
     cache = {} if cache is None else cache
     found, leaks = 0, []
     for number, after in sorted(received.numbered.items()):
         if number not in cache:
-            cache[number] = gate.detect(track.original(number))
+            cache[number] = gate.detect(track.picture(number))
         faces = cache[number]
         found += len(faces)
         if len(leaked_faces(faces, after, gate)):
@@ -143,7 +121,7 @@ def judge(gate, track: ClipTrack, received: Received, cache: dict | None = None)
 
 
 def test_a_camera_gets_its_video_back_anonymised_and_viewers_see_it(server, clip, gate):
-    camera = ClipTrack(clip)
+    camera = camera_clip(clip)
 
     async def session():
         pc, back = await connect(server.url, "offer", camera, Received(6))
@@ -169,7 +147,7 @@ def test_a_camera_gets_its_video_back_anonymised_and_viewers_see_it(server, clip
 
 def test_a_peer_that_hangs_up_stops_its_graph(server, clip):
     async def session():
-        pc, back = await connect(server.url, "offer", ClipTrack(clip))
+        pc, back = await connect(server.url, "offer", camera_clip(clip))
         await back.wait_for(5)
         (camera,) = server.sessions
         await pc.close()
@@ -201,7 +179,7 @@ class FailsAfter:
 def test_a_failing_graph_covers_the_frame_and_hangs_up(clip, gate, yunet):
     lines: list[str] = []
     failed: list[np.ndarray] = []  # what left the graph for frames a stage failed on
-    camera = ClipTrack(clip)
+    camera = camera_clip(clip)
     received = Received(keep_every=1)
 
     def tap(frame):
@@ -254,7 +232,7 @@ def offer_sdp(direction: str) -> str:
         if direction == "recvonly":
             pc.addTransceiver("video", direction="recvonly")
         else:
-            pc.addTransceiver(ClipTrack([np.zeros((90, 160, 3), np.uint8)]), direction=direction)
+            pc.addTransceiver(camera_clip([np.zeros((90, 160, 3), np.uint8)]), direction=direction)
         await pc.setLocalDescription(await pc.createOffer())
         sdp = pc.localDescription.sdp
         await pc.close()
