@@ -20,6 +20,7 @@ this process's resident memory every 10 s: it should be flat after warm-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import resource
 import signal
@@ -114,7 +115,10 @@ def measure(server: RtmpServer, mode: str | None, seconds: float) -> dict:
     }
 
 
-def latency(seconds: float, modes=MODES) -> None:
+@contextlib.contextmanager
+def camera_on_nginx():
+    """nginx-rtmp on 127.0.0.1, with a camera publishing the example clip (1280x720,
+    30 fps, stamped) to its ``in`` stream in a loop; yields the server."""
     with tempfile.TemporaryDirectory() as folder:
         clip = Path(folder) / "faces.mp4"
         make_example_clip(clip, width=1280, height=720, fps=30, seconds=6.0)
@@ -123,11 +127,16 @@ def latency(seconds: float, modes=MODES) -> None:
         publisher = threading.Thread(target=camera, args=(server.url("in"), clip, stop), daemon=True)
         publisher.start()
         try:
-            rows = [measure(server, mode, seconds) for mode in (None, *modes)]
+            yield server
         finally:
             stop.set()
             publisher.join(timeout=10)
             server.stop()
+
+
+def latency(seconds: float, modes=MODES) -> None:
+    with camera_on_nginx() as server:
+        rows = [measure(server, mode, seconds) for mode in (None, *modes)]
     print(f"RTMP loopback, 1280x720 at 30 fps, {seconds:g} s per row after {WARM_UP_S:g} s warm-up")
     print(f"{'relay':<13} {'fps out':>7} {'glass p50':>9} {'p99':>6} {'veil p50':>8} {'p99':>6} {'dropped':>7} {'unread':>6}")
     for r in rows:
@@ -145,34 +154,26 @@ def rss_mb() -> float:
 
 def soak(minutes: float) -> None:
     samples: list[tuple[float, float]] = []
-    with tempfile.TemporaryDirectory() as folder:
-        clip = Path(folder) / "faces.mp4"
-        make_example_clip(clip, width=1280, height=720, fps=30, seconds=6.0)
-        server = RtmpServer(Path(folder))
-        stop = threading.Event()
-        publisher = threading.Thread(target=camera, args=(server.url("in"), clip, stop), daemon=True)
-        publisher.start()
+    with camera_on_nginx() as server:
         time.sleep(1.0)
         options = Options(progress=False)
         source = open_live_source(server.url("in"), options, log=print)
         sink = open_live_sink(server.url("out"), source, options, log=print)
-        start = time.monotonic()
+        start, done = time.monotonic(), threading.Event()
 
         def sample():
-            while not stop.is_set():
+            while not done.is_set():
                 samples.append((time.monotonic() - start, rss_mb()))
-                stop.wait(10)
+                done.wait(10)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        threading.Thread(target=sample, daemon=True).start()
         timer = threading.Timer(minutes * 60, source.slot.end)
         timer.start()
         try:
             report = run_live(source, sink, options, live_detector(options), log=print)
         finally:
             source.close()
-            stop.set()
-            server.stop()
+            done.set()
     print(f"soak: {report.frames} frames in {minutes:g} min ({report.fps:.1f} fps), {source.dropped} dropped")
     for at, mb in samples[:: max(1, len(samples) // 20)]:
         print(f"  {at:6.0f} s  {mb:7.1f} MB")
