@@ -25,7 +25,7 @@ servers:
 	@if ! command -v nginx >/dev/null || [ ! -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] \
 	    || ! command -v chromium >/dev/null || ! command -v ffmpeg >/dev/null; then \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SERVER_PACKAGES) >/dev/null; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(SERVER_PACKAGES) >/dev/null; \
 	fi
 
 test-all: $(STAMP)
