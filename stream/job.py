@@ -93,9 +93,9 @@ def run(input_path: str, output_path: str, options: Options, *, log=print) -> No
 
 def live_detector(options: Options) -> Detector:
     """The detector for live runs. It looks past the frame edges (see ``edge_pad``), and
-    ONNX Runtime gets half the cores: its spinning thread pool otherwise starves the
-    decoders and encoders beside it (on 2 cores, detection took 3x longer and the
-    WebRTC round trip doubled). Threads change the speed only, never what is found."""
+    ONNX Runtime gets half the cores: its spinning thread pool can starve the decoders
+    and encoders beside it (see benchmarks/LIVE.md for what was and was not measured).
+    Threads change the speed only, never what is found."""
     defaults = {"edge_pad": LIVE_EDGE_PAD, "intra_op_threads": max(1, available_cores() // 2)}
     return make_detector(options.detector, **{**defaults, **options.detector_options})
 
