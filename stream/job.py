@@ -223,9 +223,11 @@ def _live_line(report: RunReport, source) -> str:
     )
 
 
-def open_live_source(input_path: str, options: Options, *, log=print) -> LiveSource:
+def open_live_source(input_path: str, options: Options, *, size: str | None = None, fps: float | None = None, log=print) -> LiveSource:
+    """A camera (asked for ``size`` "WxH" and ``fps`` when given), a stream, or a file
+    played in real time."""
     if is_camera(input_path):
-        url, format, camera_options = camera_input(input_path)
+        url, format, camera_options = camera_input(input_path, size, fps)
         return LiveSource(url, format=format, options=camera_options, give_up_s=options.reconnect_s, log=log)
     return LiveSource(input_path, realtime=not is_live_url(input_path), give_up_s=options.reconnect_s, log=log)
 

@@ -23,8 +23,7 @@ import numpy as np
 from stream.errors import InputError, MissingDependency, OutputError
 from stream.frame import Frame
 from stream.graph import RunReport
-from stream.job import Options, live_detector, run_live
-from stream.live import LiveSource, camera_input
+from stream.job import Options, live_detector, open_live_source, run_live
 
 # Size and rate of the first, fail-fast opening when --size/--fps do not say.
 PROBE_SIZE = (640, 480)
@@ -186,15 +185,8 @@ def run_camera(
     if output_device == device:
         raise InputError(f"the webcam and the virtual camera are both {device}; pass another --output-device")
     detector = live_detector(options)
-    url, input_format, input_options = camera_input(device, f"{width}x{height}" if size else None, fps)
     with ExitStack() as cleanup:
-        source = LiveSource(
-            url,
-            format=input_format,
-            options=input_options,
-            give_up_s=options.reconnect_s,
-            log=log,
-        )
+        source = open_live_source(device, options, size=f"{width}x{height}" if size else None, fps=fps, log=log)
         cleanup.callback(source.close)
         rate = float(source.rate)
         sink = VirtualCameraSink(

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+import stream.job
 from stream import timecode, vcam
 from stream.errors import InputError, MissingDependency, OutputError
 from stream.frame import Frame
@@ -257,7 +258,7 @@ def not_reached(*args, **kwargs):
 
 
 def test_no_virtual_camera_fails_before_the_webcam_or_the_model(monkeypatch):
-    monkeypatch.setattr(vcam, "LiveSource", not_reached)
+    monkeypatch.setattr(stream.job, "LiveSource", not_reached)
     monkeypatch.setattr(vcam, "live_detector", not_reached)
     with pytest.raises(OutputError, match="no virtual camera"):
         run_camera(
@@ -302,7 +303,7 @@ def test_run_camera_writes_the_webcam_into_the_camera_it_probed_and_closes_both(
             self.closes += 1
             super().close()
 
-    monkeypatch.setattr(vcam, "LiveSource", ClipAsWebcam)
+    monkeypatch.setattr(stream.job, "LiveSource", ClipAsWebcam)
     recorder, lines = Recorder(), []
     report = run_camera(
         "/dev/video0",
