@@ -162,3 +162,15 @@ def make_input_dims_symbolic(model: onnx.ModelProto, dims: dict[int, str]) -> on
             dim.dim_param = f"{tensor.name}_{axis}"
     del graph.value_info[:]
     return model
+
+
+def drop_unread_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Keep only the graph inputs a caller feeds: quantisers leave the old float weights
+    declared as inputs nothing reads, and old exporters declare every initializer too."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    read = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    constants = {init.name for init in model.graph.initializer}
+    kept = [tensor for tensor in model.graph.input if tensor.name in read and tensor.name not in constants]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    return model
