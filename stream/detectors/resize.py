@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import onnx
 
-from engines.onnx_models import load_session
+from engines.runtime import graph_inputs, open_engine
 from stream.errors import InputError
 from stream.faces import Faces, iou_matrix
 
@@ -19,6 +19,8 @@ TILE_SIZE = 640
 TILE_OVERLAP = 160  # a face up to this size lies whole inside at least one tile
 LIVE_EDGE_PAD = 0.06  # of the longest side: see ``edge_pad``
 MIN_VISIBLE = 0.35  # a box less inside the frame than this is the margin's mirror image
+NATIVE_MAX = 4096  # longest frame side a TensorRT engine takes at native resolution (UHD fits)
+PAD_MULTIPLE = 32  # both models take heights and widths in multiples of 32
 
 
 def check_image(image) -> None:
@@ -113,6 +115,18 @@ def tile_starts(length: int) -> list[int]:
     return [round(i * (length - TILE_SIZE) / (count - 1)) for i in range(count)]
 
 
+def _padded(length: float) -> int:
+    return -(-round(length) // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def model_shapes(input_size: int | None, tiles: bool, edge_pad: float) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) 1x3xHxW that a detector's passes give its model: what TensorRT builds for."""
+    longest = NATIVE_MAX if input_size is None else max(input_size, TILE_SIZE if tiles else 0)
+    longest = _padded(longest * (1 + 2 * edge_pad))
+    optimum = min(_padded(input_size or 1920), longest)
+    return (1, 3, PAD_MULTIPLE, PAD_MULTIPLE), (1, 3, optimum, optimum), (1, 3, longest, longest)
+
+
 class ScaledDetector:
     """Runs a model's ``detect_native`` on the scaled frame (and tiles) and maps results back.
 
@@ -131,11 +145,12 @@ class ScaledDetector:
     score_threshold: faces scoring below are dropped. Kept low on purpose: a missed face
       leaks, a false positive only blurs a patch of background.
     nms_threshold: IoU above which two boxes are taken to be one face.
-    providers, intra_op_threads: where and how ONNX Runtime runs the model.
+    backend, device, intra_op_threads: which engine runs the model where (engines.runtime),
+      and with how many CPU threads.
     """
 
     def __init__(self, model: onnx.ModelProto, input_size: int | None, tiles: bool, score_threshold: float,
-                 nms_threshold: float, providers: tuple[str, ...], intra_op_threads: int | None, edge_pad: float):
+                 nms_threshold: float, backend: str, device: str, intra_op_threads: int | None, edge_pad: float):
         if input_size is not None and input_size < 32:
             raise InputError(f"input_size must be at least 32 pixels or None, got {input_size}")
         if not 0.0 <= score_threshold <= 1.0:
@@ -149,9 +164,10 @@ class ScaledDetector:
         self.tiles = tiles
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
-        self.session = load_session(model, providers, intra_op_threads)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [output.name for output in self.session.get_outputs()]
+        self.input_name = graph_inputs(model)[0].name
+        self.engine = open_engine(model, backend, device, intra_op_threads=intra_op_threads,
+                                  shapes={self.input_name: model_shapes(input_size, tiles, edge_pad)})
+        self.output_names = self.engine.output_names
 
     def detect_native(self, image: np.ndarray) -> Faces:
         """Faces in ``image`` (any size), in its pixel coordinates, after NMS."""

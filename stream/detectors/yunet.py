@@ -1,4 +1,4 @@
-"""YuNet (libfacedetection, OpenCV Zoo 2023mar) through ONNX Runtime.
+"""YuNet (libfacedetection, OpenCV Zoo 2023mar) on any engine backend (ONNX Runtime by default).
 
 Pre- and post-processing follow OpenCV's ``cv2.FaceDetectorYN`` so results match it: BGR
 float 0..255, zero-padded bottom/right to a multiple of 32, anchor-free decode on strides
@@ -13,14 +13,13 @@ import importlib.resources
 import numpy as np
 import onnx
 
-from engines.onnx_models import CPU, fold_constant_dequantize, make_input_dims_symbolic
-from stream.detectors.resize import ScaledDetector, nms
+from engines.onnx_models import fold_constant_dequantize, make_input_dims_symbolic
+from stream.detectors.resize import PAD_MULTIPLE, ScaledDetector, nms
 from stream.errors import StageError
 from stream.faces import Faces
 
 MODEL_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 STRIDES = (8, 16, 32)
-PAD_MULTIPLE = 32
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,13 +76,14 @@ class YuNet(ScaledDetector):
     # 14.7 boxes a frame) for no face gained, 0.5 let one face through on crowd_arcade.
     def __init__(self, input_size: int | None = 960, tiles: bool = False,
                  score_threshold: float = 0.4, nms_threshold: float = 0.3,
-                 providers: tuple[str, ...] = CPU, intra_op_threads: int | None = None, edge_pad: float = 0.0):
-        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, providers, intra_op_threads,
-                         edge_pad)
+                 backend: str = "onnxruntime", device: str = "cpu", intra_op_threads: int | None = None,
+                 edge_pad: float = 0.0):
+        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, backend, device,
+                         intra_op_threads, edge_pad)
 
     def detect_native(self, image: np.ndarray) -> Faces:
         blob = padded_blob(image)
-        outputs = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob})))
+        outputs = dict(zip(self.output_names, self.engine.run({self.input_name: blob})))
         boxes, scores, landmarks = decode(outputs, blob.shape[2], blob.shape[3], self.score_threshold)
         keep = nms(boxes, scores, self.nms_threshold)
         return Faces.from_boxes(boxes[keep], scores=scores[keep], landmarks=landmarks[keep])
