@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Tests need torch, and the CPU build is enough. Installed first and pinned, because a
+# bare "torch" requirement makes pip fetch the newest CUDA build (several GB).
+TORCH ?= torch==2.13.0
 
 SERVER_PACKAGES := nginx libnginx-mod-rtmp chromium ffmpeg
 
@@ -11,6 +14,7 @@ SERVER_PACKAGES := nginx libnginx-mod-rtmp chromium ffmpeg
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet '$(TORCH)'
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
