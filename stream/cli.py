@@ -14,13 +14,18 @@ EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
-    from stream.anonymise import MODES, SHAPES
+    from engines.runtime import BACKENDS, DEVICES
+    from stream.anonymise import SHAPES
+    from stream.job import MODES
 
     parser = argparse.ArgumentParser(prog="veil", description="Anonymise faces in video, live.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     anonymise = argparse.ArgumentParser(add_help=False)
-    anonymise.add_argument("--mode", choices=MODES, default="blur")
+    anonymise.add_argument("--mode", choices=MODES, default="blur", help="synth: a generated face of nobody, with the same pose and expression")
+    anonymise.add_argument("--secret", help="synth: key that picks each track's synthetic identity (default: random per run; set it to repeat a run)")
+    anonymise.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="what runs the detector and generator models")
+    anonymise.add_argument("--device", choices=DEVICES, default="cpu", help="where they run (cuda needs a GPU build of the backend)")
     anonymise.add_argument("--detector", choices=("yunet", "centerface"), default="yunet")
     anonymise.add_argument("--threshold", type=float, help="detector score threshold (low by default: a miss costs more than a false alarm)")
     anonymise.add_argument("--detect-size", type=int, metavar="PX", help="scale the longest side to PX before detecting (default: the detector's own)")
@@ -52,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
 
     camera = commands.add_parser("camera", parents=[anonymise, live], help="webcam in, anonymised virtual camera out (for Zoom, Meet, OBS)")
-    camera.add_argument("--device", default="/dev/video0", help="the webcam (/dev/videoN; video=NAME on Windows; an index on macOS)")
+    camera.add_argument("--webcam", default="/dev/video0", help="the webcam (/dev/videoN; video=NAME on Windows; an index on macOS)")
     camera.add_argument("--output-device", help="the virtual camera (default: the first one pyvirtualcam finds)")
     camera.add_argument("--size", metavar="WxH", help="ask the webcam for this size, e.g. 1280x720")
     camera.add_argument("--fps", type=float, help="ask the webcam for this frame rate")
@@ -61,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo", help="folder for the example, its anonymised version and a before/after image")
 
     commands.add_parser("doctor", help="print what this machine can use")
+
+    # Listed for the help text; main() hands `veil train ...` to engines.train whole.
+    commands.add_parser("train", help="train the synth face generator on a folder of face photos (veil train --help)")
+
+    engines = commands.add_parser("engines", help="list the engine backends (TensorRT, ONNX Runtime, PyTorch) usable here")
+    engine_commands = engines.add_subparsers(dest="engines_command")
+    build = engine_commands.add_parser("build", help="build (TensorRT) or load the generator and detector engines and run each once")
+    build.add_argument("--backend", choices=("tensorrt", "onnxruntime", "torch"), default="onnxruntime")
+    build.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda for tensorrt, else cpu")
+    build.add_argument("--generator", metavar="ONNX", help="the trained generator (training writes generator.onnx); default: an untrained one, to check the toolchain")
+    build.add_argument("--cache", metavar="DIR", help="where TensorRT engines are kept (default: ~/.cache/veil/engines)")
     return parser
 
 
@@ -80,8 +96,10 @@ def _options(args):
         detector_options["tiles"] = True
     if args.target_delay is not None and args.target_delay < 0:
         raise InputError(f"--target-delay must not be negative, got {args.target_delay:g}")
+    detector_options.update(backend=args.backend, device=args.device)
     return Options(
-        mode=args.mode, detector=args.detector, detector_options=detector_options,
+        mode=args.mode, secret=args.secret, backend=args.backend, device=args.device,
+        detector=args.detector, detector_options=detector_options,
         detect_every=args.detect_every, strength=args.strength, margin=args.margin, shape=args.shape,
         coast_s=args.coast, tentative_coast_s=args.coast_tentative, stage_timeout=args.stage_timeout,
         target_delay_s=None if args.target_delay is None else args.target_delay / 1000,
@@ -95,7 +113,23 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _train(argv: list[str]) -> int:
+    try:
+        from engines.train import main as train
+    except ModuleNotFoundError as error:
+        print(f"veil: error: training needs {error.name}: pip install 'veil[train]'", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return train(argv, prog="veil train")
+    except InputError as error:
+        print(f"veil: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        return _train(argv[1:])
     args = _parser().parse_args(argv)
     # Live runs and servers log as they go; a pipe or a service's journal must see each line.
     if hasattr(sys.stdout, "reconfigure"):
@@ -114,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "camera":
             from stream.vcam import run_camera
 
-            run_camera(args.device, args.output_device, _options(args), size=args.size, fps=args.fps)
+            run_camera(args.webcam, args.output_device, _options(args), size=args.size, fps=args.fps)
         elif args.command == "demo":
             from stream.demo import run_demo
 
@@ -123,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             from stream.doctor import report
 
             print(report())
+        elif args.command == "engines":
+            from stream.doctor import build_engines, engines_report
+
+            if args.engines_command == "build":
+                device = args.device or ("cuda" if args.backend == "tensorrt" else "cpu")
+                build_engines(args.backend, device, args.generator, args.cache)
+            else:
+                print(engines_report())
     except (InputError, OutputError, MissingDependency) as error:
         print(f"veil: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -14,6 +14,7 @@ import cv2
 from tqdm import tqdm
 
 from engines.onnx_models import available_cores
+from stream import anonymise
 from stream.anonymise import Anonymiser, cover_whole_frame
 from stream.audit import AuditStage
 from stream.backfill import BackfillStage
@@ -33,11 +34,15 @@ VIDEO_SUFFIXES = {
     ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mts", ".flv", ".wmv",
     ".mpg", ".mpeg", ".y4m", ".h264", ".264", ".h265", ".265", ".hevc",
 }  # fmt: skip
+MODES = (*anonymise.MODES, "synth")
 
 
 @dataclass
 class Options:
     mode: str = "blur"
+    secret: str | None = None  # synth: picks each track's identity; None: random per run
+    backend: str = "onnxruntime"  # runs the generator (the detector's is in detector_options)
+    device: str = "cpu"
     detector: str = "yunet"
     detector_options: dict = field(default_factory=dict)
     detect_every: int = 1
@@ -56,8 +61,25 @@ class Options:
     reconnect_s: float = 30.0
     verbose: bool = False
 
-    def anonymiser(self) -> Anonymiser:
-        return Anonymiser(mode=self.mode, shape=self.shape, margin=self.margin, strength=self.strength)
+    _anonymiser: object = field(default=None, init=False, repr=False, compare=False)
+
+    def anonymiser(self):
+        """The run's one anonymiser (stateless, shared by its graphs); a bad mode fails here."""
+        if self._anonymiser is None:
+            self._anonymiser = self._make_anonymiser()
+        return self._anonymiser
+
+    def _make_anonymiser(self):
+        """Synth pixelates (at this shape and margin) the faces it cannot replace."""
+        if self.mode != "synth":
+            return Anonymiser(mode=self.mode, shape=self.shape, margin=self.margin, strength=self.strength)
+        from engines.runtime import open_engine
+        from stream.synth import WEIGHTS, SynthAnonymiser
+
+        fallback = Anonymiser(mode="pixelate", shape=self.shape, margin=self.margin, strength=self.strength)
+        engine = open_engine(WEIGHTS, self.backend, self.device, intra_op_threads=max(1, available_cores() // 2) if self.live else None)
+        secret = None if self.secret is None else self.secret.encode()
+        return SynthAnonymiser(engine, secret=secret, fallback=fallback)
 
 
 @dataclass

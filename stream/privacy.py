@@ -8,7 +8,9 @@ Needs the ``eval`` extra.
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cached_property
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,10 +22,21 @@ from stream.faces import iou_matrix
 def _dlib():
     try:
         import dlib
-        import face_recognition_models
     except ImportError as error:
         raise MissingDependency(f"the privacy gate needs {error.name}: pip install 'veil[eval]'") from None
-    return dlib, face_recognition_models
+    return dlib
+
+
+def dlib_model(name: str) -> str:
+    """Path of one of dlib's model files in face-recognition-models.
+
+    Found without importing that package: its __init__ needs pkg_resources, which
+    setuptools 81 and later no longer ship (and torch pulls a recent setuptools).
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency("the privacy gate needs face_recognition_models: pip install 'veil[eval]'")
+    return str(Path(spec.submodule_search_locations[0]) / "models" / name)
 
 
 class IndependentDetector:
@@ -35,12 +48,12 @@ class IndependentDetector:
 
     @cached_property
     def _hog(self):
-        return _dlib()[0].get_frontal_face_detector()
+        return _dlib().get_frontal_face_detector()
 
     @cached_property
     def _cnn(self):
-        dlib, models = _dlib()
-        return dlib.cnn_face_detection_model_v1(models.cnn_face_detector_model_location())
+        dlib = _dlib()
+        return dlib.cnn_face_detection_model_v1(dlib_model("mmod_human_face_detector.dat"))
 
     @cached_property
     def _centerface(self):
@@ -75,10 +88,10 @@ class Recogniser:
     THRESHOLD = 0.6
 
     def __init__(self):
-        dlib, models = _dlib()
+        dlib = _dlib()
         self._dlib = dlib
-        self._shape = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        self._net = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        self._shape = dlib.shape_predictor(dlib_model("shape_predictor_5_face_landmarks.dat"))
+        self._net = dlib.face_recognition_model_v1(dlib_model("dlib_face_recognition_resnet_model_v1.dat"))
 
     def descriptor(self, image_bgr: np.ndarray, box=None) -> np.ndarray:
         """Descriptor of the face in ``box`` (default: the whole image, as for aligned crops)."""

@@ -1,0 +1,125 @@
+"""The synth anonymiser: each face is replaced by a generated face of nobody.
+
+Per face: align to the canonical crop by its landmarks, blank the face region, generate
+(all faces of a frame in one batch), match the colour to the surroundings, and warp the
+result back with a feathered edge. The latent code comes from the track id and a
+per-run secret, so one person keeps one synthetic identity while tracked, and the same
+input gives the same output.
+
+Fail closed: a face the generator cannot safely replace (no landmarks, too small, or
+whose aligned face region would not cover its detection box) is pixelated instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines import align
+from engines.generator import LATENT
+from stream.anonymise import Anonymiser
+from stream.faces import Faces
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "engines" / "weights" / "generator.onnx"
+MIN_FACE_PX = 16  # smaller faces are pixelated: nothing recognisable to keep, nothing to draw
+# The part of a detection box that holds eyes, nose, mouth and cheeks: the ellipse in
+# x 20-80 %, y 30-90 % of the box (the top of a box is forehead, which is not replaced).
+CORE_X, CORE_Y = (0.2, 0.8), (0.3, 0.9)
+# Share of that core the generated region must cover. On 59 glint24 and video faces,
+# 95 % of YuNet's faces reached it; landmarks that do not fit their box fall far short.
+COVERAGE = 0.9
+
+
+def latent_code(secret: bytes, track_id: int) -> np.ndarray:
+    """A standard-normal code that only someone with the run's secret can link to the track.
+
+    Not truncated: codes scaled towards the mean gave cleaner faces by eye, but at 0.6 the
+    recognisers called 35 % of two-track pairs one person (12.5 % untruncated, glint24).
+    """
+    digest = hmac.new(secret, f"track:{int(track_id)}".encode(), hashlib.sha256).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little")).standard_normal(LATENT).astype(np.float32)
+
+
+def _core_points(box: np.ndarray, n: int = 9) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    xs, ys = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n))
+    inside = xs**2 + ys**2 <= 1
+    cx, half_w = x1 + (x2 - x1) * sum(CORE_X) / 2, (x2 - x1) * (CORE_X[1] - CORE_X[0]) / 2
+    cy, half_h = y1 + (y2 - y1) * sum(CORE_Y) / 2, (y2 - y1) * (CORE_Y[1] - CORE_Y[0]) / 2
+    return np.stack([cx + xs[inside] * half_w, cy + ys[inside] * half_h], 1)
+
+
+def covers_box(matrix: np.ndarray, box: np.ndarray) -> bool:
+    """Whether the generated region, placed by ``matrix``, hides the core of ``box``."""
+    points = np.rint(align.transform_points(_core_points(box), matrix)).astype(int)
+    inside = np.all((points >= 0) & (points < align.SIZE), axis=1)
+    covered = np.zeros(len(points), bool)
+    covered[inside] = align.BLEND_ALPHA[points[inside, 1], points[inside, 0]] >= 0.5
+    return covered.mean() >= COVERAGE
+
+
+def _match_colour(generated: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """Shift the generated crop so its surroundings have the original's mean colour."""
+    shift = original[align.COLOUR_RING].mean(0) - generated[align.COLOUR_RING].astype(np.float32).mean(0)
+    return np.clip(generated + shift, 0, 255)
+
+
+def _paste(image: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> None:
+    """Warp the canonical ``face`` (float BGR) back into ``image`` through the blend alpha."""
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = align.transform_points(np.array([[0, 0], [align.SIZE, 0], [0, align.SIZE], [align.SIZE, align.SIZE]]), inverse)
+    height, width = image.shape[:2]
+    left, top = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+    right, bottom = np.minimum(np.ceil(corners.max(0)).astype(int), [width, height])
+    if right <= left or bottom <= top:
+        return
+    inverse[:, 2] -= (left, top)
+    size = (int(right - left), int(bottom - top))
+    warped = cv2.warpAffine(face, inverse, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(align.BLEND_ALPHA, inverse, size, flags=cv2.INTER_LINEAR, borderValue=0)[:, :, None]
+    roi = image[top:bottom, left:right]
+    roi[:] = np.rint(roi * (1 - alpha) + warped * alpha).astype(np.uint8)
+
+
+class SynthAnonymiser:
+    """Same surface as ``Anonymiser``: ``apply(image_bgr, faces) -> image``."""
+
+    def __init__(self, engine=None, secret: bytes | None = None, fallback: Anonymiser | None = None,
+                 intra_op_threads: int | None = None):
+        if engine is None:
+            from engines.runtime import open_engine
+
+            engine = open_engine(WEIGHTS, "onnxruntime", "cpu", intra_op_threads=intra_op_threads)
+        self.engine = engine
+        self.secret = os.urandom(16) if secret is None else secret
+        self.fallback = fallback or Anonymiser(mode="pixelate")
+
+    def apply(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        out = image.copy()
+        matrices, crops, inputs, latents, fallback = [], [], [], [], []
+        for i in range(len(faces)):
+            box = faces.boxes[i]
+            matrix = align.similarity(faces.landmarks[i]) if min(box[2:] - box[:2]) >= MIN_FACE_PX else None
+            if matrix is None or not covers_box(matrix, box):
+                fallback.append(i)
+                continue
+            crop_bgr = align.crop(image, matrix)
+            points = align.transform_points(faces.landmarks[i], matrix)
+            matrices.append(matrix)
+            crops.append(crop_bgr)
+            inputs.append(align.network_input(crop_bgr[:, :, ::-1], points))
+            track = faces.track_ids[i] if faces.track_ids[i] >= 0 else -1 - i  # untracked: one code per face
+            latents.append(latent_code(self.secret, track))
+        if inputs:
+            generated = self.engine.run({"image": np.stack(inputs), "latent": np.stack(latents)})[0]
+            for face, crop_bgr, matrix in zip(generated, crops, matrices):
+                bgr = (face.transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5
+                _paste(out, _match_colour(bgr, crop_bgr.astype(np.float32)), matrix)
+        if fallback:
+            out = self.fallback.apply(out, faces[np.array(fallback)])
+        return out
