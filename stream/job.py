@@ -73,13 +73,14 @@ class Options:
         """Synth pixelates (at this shape and margin) the faces it cannot replace."""
         if self.mode != "synth":
             return Anonymiser(mode=self.mode, shape=self.shape, margin=self.margin, strength=self.strength)
+        from engines.batching import BatchingEngine
         from engines.runtime import open_engine
         from stream.synth import WEIGHTS, SynthAnonymiser
 
         fallback = Anonymiser(mode="pixelate", shape=self.shape, margin=self.margin, strength=self.strength)
         engine = open_engine(WEIGHTS, self.backend, self.device, intra_op_threads=max(1, available_cores() // 2) if self.live else None)
         secret = None if self.secret is None else self.secret.encode()
-        return SynthAnonymiser(engine, secret=secret, fallback=fallback)
+        return SynthAnonymiser(BatchingEngine(engine), secret=secret, fallback=fallback)
 
 
 @dataclass

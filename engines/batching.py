@@ -1,0 +1,59 @@
+"""One engine shared by several streams, their faces run as one batch.
+
+Each caller's request waits in a queue while the engine is busy; the worker then takes
+every request waiting and runs them together. A lone stream pays one thread hop and no
+wait; several streams (the cameras of ``veil serve``) fill each other's batches.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+
+import numpy as np
+
+
+class BatchingEngine:
+    """Wraps an Engine whose inputs and outputs all have the batch on axis 0 (numpy)."""
+
+    def __init__(self, engine, max_batch: int = 32):
+        self.engine, self.max_batch = engine, max_batch
+        self.input_names, self.output_names = engine.input_names, engine.output_names
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.calls = self.requests = 0  # engine calls and the requests they served
+        threading.Thread(target=self._serve, name="batching-engine", daemon=True).start()
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        done: Future = Future()
+        self._requests.put((inputs, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            waiting = [self._requests.get()]
+            size = len(next(iter(waiting[0][0].values())))
+            while size < self.max_batch:
+                try:
+                    request = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                waiting.append(request)
+                size += len(next(iter(request[0].values())))
+            self._run(waiting)
+
+    def _run(self, waiting: list) -> None:
+        try:
+            merged = {name: np.concatenate([inputs[name] for inputs, _ in waiting]) for name in self.input_names}
+            outputs = self.engine.run(merged)
+        except Exception as error:  # noqa: BLE001 - not swallowed: every waiting caller raises it
+            for _, done in waiting:
+                done.set_exception(error)
+            return
+        self.calls += 1
+        self.requests += len(waiting)
+        start = 0
+        for inputs, done in waiting:
+            count = len(inputs[self.input_names[0]])
+            done.set_result([output[start:start + count] for output in outputs])
+            start += count
