@@ -13,12 +13,19 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from engines.runtime import MAX_BATCH
+
 
 class BatchingEngine:
-    """Wraps an Engine whose inputs and outputs all have the batch on axis 0 (numpy)."""
+    """Wraps an Engine whose inputs and outputs all have the batch on axis 0 (numpy).
 
-    def __init__(self, engine, max_batch: int = 32):
+    A merged call never holds more than ``max_batch`` faces (a request larger than that
+    runs alone, and the engine judges it).
+    """
+
+    def __init__(self, engine, max_batch: int = MAX_BATCH):
         self.engine, self.max_batch = engine, max_batch
+        self._held = None  # a request that did not fit the last call: first in the next
         self.input_names, self.output_names = engine.input_names, engine.output_names
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self.calls = self.requests = 0  # engine calls and the requests they served
@@ -29,17 +36,23 @@ class BatchingEngine:
         self._requests.put((inputs, done))
         return done.result()
 
+    def _size(self, request) -> int:
+        return len(request[0][self.input_names[0]])
+
     def _serve(self) -> None:
         while True:
-            waiting = [self._requests.get()]
-            size = len(next(iter(waiting[0][0].values())))
-            while size < self.max_batch:
+            first, self._held = self._held or self._requests.get(), None
+            waiting, size = [first], self._size(first)
+            while True:
                 try:
                     request = self._requests.get_nowait()
                 except queue.Empty:
                     break
+                if size + self._size(request) > self.max_batch:
+                    self._held = request
+                    break
                 waiting.append(request)
-                size += len(next(iter(request[0].values())))
+                size += self._size(request)
             self._run(waiting)
 
     def _run(self, waiting: list) -> None:

@@ -21,6 +21,9 @@ from stream.errors import InputError, MissingDependency
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 DEVICES = ("cpu", "cuda")
+# The largest batch a caller may give an engine with a free batch size: TensorRT builds
+# its profile up to it, and callers with more faces split them into several calls.
+MAX_BATCH = 16
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 TORCH_HINT = "pip install torch (CUDA builds for GPUs: https://pytorch.org)"
 

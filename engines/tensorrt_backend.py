@@ -23,11 +23,10 @@ from pathlib import Path
 
 import onnx
 
-from engines.runtime import Engine, Shapes, graph_inputs
+from engines.runtime import MAX_BATCH, Engine, Shapes, graph_inputs
 from stream.errors import InputError, MissingDependency, StageError
 
 INSTALL_HINT = "pip install tensorrt (TensorRT 10 or newer, for NVIDIA GPUs)"
-MAX_BATCH = 16  # the default profile's largest batch: more faces than a keyframe usually has
 
 
 def import_tensorrt():

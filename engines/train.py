@@ -35,6 +35,7 @@ from stream.errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MIRROR = [1, 0, 2, 4, 3]  # landmark order after a horizontal flip
+MIN_SCORE = 0.6  # a training face must be surely a face (the pipeline's 0.4 favours recall)
 IDENTITY_MARGIN = 0.2  # cosine similarity the identity terms push below (SFace's own threshold is 0.363)
 WEIGHTS = {"adv": 1.0, "feature": 2.0, "context": 10.0, "face": 1.0, "identity": 2.0, "diversity": 2.0}
 
@@ -60,7 +61,9 @@ def prepare_index(folder: Path, out: Path, log=print) -> tuple[list[Path], np.nd
     for i, path in enumerate(images):
         image = cv2.imread(str(path))
         faces = detector.detect(image) if image is not None else None
-        if faces is not None and len(faces) and np.all(np.isfinite(faces.landmarks)):
+        if faces is not None:
+            faces = faces[(faces.scores >= MIN_SCORE) & np.all(np.isfinite(faces.landmarks), axis=(1, 2))]
+        if faces is not None and len(faces):
             largest = int(np.argmax(np.prod(faces.boxes[:, 2:] - faces.boxes[:, :2], axis=1)))
             paths.append(str(path.relative_to(folder)))
             landmarks.append(faces.landmarks[largest])

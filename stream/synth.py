@@ -22,6 +22,7 @@ import numpy as np
 
 from engines import align
 from engines.generator import LATENT
+from engines.runtime import MAX_BATCH
 from stream.anonymise import Anonymiser
 from stream.faces import Faces
 
@@ -115,11 +116,16 @@ class SynthAnonymiser:
             inputs.append(align.network_input(crop_bgr[:, :, ::-1], points))
             track = faces.track_ids[i] if faces.track_ids[i] >= 0 else -1 - i  # untracked: one code per face
             latents.append(latent_code(self.secret, track))
-        if inputs:
-            generated = self.engine.run({"image": np.stack(inputs), "latent": np.stack(latents)})[0]
-            for face, crop_bgr, matrix in zip(generated, crops, matrices):
-                bgr = (face.transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5
-                _paste(out, _match_colour(bgr, crop_bgr.astype(np.float32)), matrix)
+        generated = [
+            face
+            for start in range(0, len(inputs), MAX_BATCH)
+            for face in self.engine.run({"image": np.stack(inputs[start:start + MAX_BATCH]),
+                                         "latent": np.stack(latents[start:start + MAX_BATCH])})[0]
+        ]
+        # strict: a missing result is an error (the frame is then covered), never a raw face
+        for face, crop_bgr, matrix in zip(generated, crops, matrices, strict=True):
+            bgr = (face.transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5
+            _paste(out, _match_colour(bgr, crop_bgr.astype(np.float32)), matrix)
         if fallback:
             out = self.fallback.apply(out, faces[np.array(fallback)])
         return out

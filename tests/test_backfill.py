@@ -13,6 +13,7 @@ from stream.errors import StageError
 from stream.faces import Faces
 from stream.frame import Frame
 from stream.graph import Graph
+from tests.fakes import ListSink
 
 
 def frame(index, tracks=None):
@@ -60,16 +61,6 @@ class RaiseAt:
             raise RuntimeError("detector exploded")
         return f.replace(tracks=Faces.empty())
 
-
-class ListSink:
-    def __init__(self):
-        self.frames = []
-
-    def write(self, f):
-        self.frames.append(f)
-
-    def close(self):
-        pass
 
 
 def test_frames_stay_in_order_through_a_holding_stage_when_a_frame_fails():

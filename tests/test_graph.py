@@ -12,22 +12,12 @@ import pytest
 from stream.errors import StageError
 from stream.frame import Frame
 from stream.graph import Graph
+from tests.fakes import ListSink
 
 
 def frames(count: int):
     for i in range(count):
         yield Frame(image=np.full((4, 4, 3), i % 256, np.uint8), pts=i * 10, time_base=Fraction(1, 250), index=i)
-
-
-class ListSink:
-    def __init__(self):
-        self.frames, self.closed = [], False
-
-    def write(self, frame):
-        self.frames.append(frame)
-
-    def close(self):
-        self.closed = True
 
 
 class AddOne:
