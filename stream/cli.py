@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     build = engine_commands.add_parser("build", help="build (TensorRT) or load the generator and detector engines and run each once")
     build.add_argument("--backend", choices=("tensorrt", "onnxruntime", "torch"), default="onnxruntime")
     build.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda for tensorrt, else cpu")
-    build.add_argument("--generator", metavar="ONNX", help="the trained generator (training writes generator.onnx); default: an untrained one, to check the toolchain")
+    build.add_argument("--generator", metavar="ONNX", help="a generator ONNX file (veil train writes one); default: the shipped weights")
     build.add_argument("--cache", metavar="DIR", help="where TensorRT engines are kept (default: ~/.cache/veil/engines)")
     return parser
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -84,24 +83,23 @@ def build_engines(backend: str, device: str, generator: str | None = None, cache
     """`veil engines build`: open (and for TensorRT build and cache) every model's engine and
     run it once, so a failure shows now rather than mid-stream and the first run starts warm.
 
-    generator: the trained generator's ONNX file; without it an untrained generator is
-      exported, which proves the toolchain but is no use for anonymising.
+    generator: a generator ONNX file (default: the shipped engines/weights/generator.onnx).
     """
     from stream.detectors import DETECTOR_NAMES, make_detector
 
     check_available(backend, device)
     cache_dir = Path(cache_dir or default_cache_dir())
     log(engines_report())
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(generator) if generator else _untrained_generator(Path(folder) / "generator.onnx")
-        started = time.perf_counter()
-        engine = open_engine(path, backend, device, cache_dir=cache_dir)
-        opened = time.perf_counter() - started
-        rng = np.random.default_rng(0)
-        inputs = {name: rng.standard_normal([1 if d is None else d for d in dims]).astype(dtype)
-                  for name, (dtype, dims) in engine.input_types.items()}
-        _timed_run(log, f"generator ({'' if generator else 'untrained, '}{path.name})", engine, opened,
-                   lambda: engine.run(inputs))
+    from stream.synth import WEIGHTS
+
+    path = Path(generator or WEIGHTS)
+    started = time.perf_counter()
+    engine = open_engine(path, backend, device, cache_dir=cache_dir)
+    opened = time.perf_counter() - started
+    rng = np.random.default_rng(0)
+    inputs = {name: rng.standard_normal([1 if d is None else d for d in dims]).astype(dtype)
+              for name, (dtype, dims) in engine.input_types.items()}
+    _timed_run(log, f"generator ({path.name})", engine, opened, lambda: engine.run(inputs))
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
     for name in DETECTOR_NAMES:
         started = time.perf_counter()
@@ -116,18 +114,3 @@ def _timed_run(log, name: str, engine, opened_s: float, run) -> None:
     where = f", engine {engine.path}" if hasattr(engine, "path") else ""
     log(f"{name}: {engine.backend}/{engine.device} ready in {opened_s:.1f} s, one run {1000 * (time.perf_counter() - started):.0f} ms{where}")
 
-
-def _untrained_generator(path: Path) -> Path:
-    """The generator with fixed random weights: the same file (and engine cache key) each time."""
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependency("exporting the generator needs PyTorch: pip install torch, or give --generator FILE.onnx") from None
-    from engines.export import export_onnx
-    from engines.generator import IN_CHANNELS, LATENT, Generator
-
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        module = Generator()
-    example = (torch.zeros(1, IN_CHANNELS, 128, 128), torch.zeros(1, LATENT))
-    return export_onnx(module, example, path, ["image", "latent"], ["face"], dynamic_batch=True)

@@ -187,7 +187,7 @@ def test_veil_engines_lists_the_backends_and_the_cache():
 def test_veil_engines_build_loads_and_runs_every_model(tmp_path):
     result = veil("engines", "build", "--backend", "onnxruntime", "--cache", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    for name in ("generator (untrained", "yunet: onnxruntime/cpu", "centerface: onnxruntime/cpu"):
+    for name in ("generator (generator.onnx): onnxruntime/cpu", "yunet: onnxruntime/cpu", "centerface: onnxruntime/cpu"):
         assert name in result.stdout
 
 
