@@ -532,10 +532,10 @@ def serve(host: str, port: int, options, *, log=print) -> None:
     """``veil serve``: the page, cameras in, anonymised video out, until Ctrl-C."""
     options.anonymiser()  # a bad mode or shape fails before the model loads
     server = WebRtcServer(host, port, options=options, log=log).start()
-    log(f"veil: serving on {server.url} (Ctrl-C to stop)")
-    if host not in ("127.0.0.1", "::1", "localhost"):
-        log("veil: browsers share a camera only with https or localhost pages; from other machines, Watch works, Use my camera does not")
-    try:
+    try:  # from here on, Ctrl-C must reach server.stop(): its loop thread keeps the process alive
+        log(f"veil: serving on {server.url} (Ctrl-C to stop)")
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            log("veil: browsers share a camera only with https or localhost pages; from other machines, Watch works, Use my camera does not")
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
