@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -366,8 +367,14 @@ def test_without_aiortc_the_error_names_the_extra():
 
 
 def test_serve_prints_the_url_serves_the_page_and_stops_on_ctrl_c(tmp_path):
+    # A test run that a script started in the background inherits "ignore SIGINT" from its
+    # shell, and Python then leaves Ctrl-C ignored: give veil Ctrl-C as a terminal would.
+    as_from_a_terminal = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = ['veil', 'serve', '--port', '0']; runpy.run_module('stream.cli', run_name='__main__')"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "serve", "--port", "0"],
+        [sys.executable, "-c", as_from_a_terminal],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -382,7 +389,7 @@ def test_serve_prints_the_url_serves_the_page_and_stops_on_ctrl_c(tmp_path):
                 return reply.status
 
         assert asyncio.run(page()) == 200
-        process.send_signal(2)  # SIGINT: Ctrl-C
+        process.send_signal(signal.SIGINT)  # Ctrl-C
         out, err = process.communicate(timeout=30)
         assert process.returncode == 0, err
         assert "veil: stopping" in out, err
