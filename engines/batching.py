@@ -32,41 +32,39 @@ class BatchingEngine:
         threading.Thread(target=self._serve, name="batching-engine", daemon=True).start()
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        # Sized here, in the caller's thread: a malformed request fails its caller, never the worker.
+        count = len(inputs[self.input_names[0]])
         done: Future = Future()
-        self._requests.put((inputs, done))
+        self._requests.put((inputs, count, done))
         return done.result()
-
-    def _size(self, request) -> int:
-        return len(request[0][self.input_names[0]])
 
     def _serve(self) -> None:
         while True:
             first, self._held = self._held or self._requests.get(), None
-            waiting, size = [first], self._size(first)
+            waiting, size = [first], first[1]
             while True:
                 try:
                     request = self._requests.get_nowait()
                 except queue.Empty:
                     break
-                if size + self._size(request) > self.max_batch:
+                if size + request[1] > self.max_batch:
                     self._held = request
                     break
                 waiting.append(request)
-                size += self._size(request)
+                size += request[1]
             self._run(waiting)
 
     def _run(self, waiting: list) -> None:
         try:
-            merged = {name: np.concatenate([inputs[name] for inputs, _ in waiting]) for name in self.input_names}
+            merged = {name: np.concatenate([inputs[name] for inputs, _, _ in waiting]) for name in self.input_names}
             outputs = self.engine.run(merged)
         except Exception as error:  # noqa: BLE001 - not swallowed: every waiting caller raises it
-            for _, done in waiting:
+            for _, _, done in waiting:
                 done.set_exception(error)
             return
         self.calls += 1
         self.requests += len(waiting)
         start = 0
-        for inputs, done in waiting:
-            count = len(inputs[self.input_names[0]])
+        for _, count, done in waiting:
             done.set_result([output[start:start + count] for output in outputs])
             start += count

@@ -19,6 +19,7 @@ from stream.faces import Faces
 from stream.frame import Frame
 
 MODES = ("blur", "pixelate", "solid")
+ALL_MODES = (*MODES, "synth")  # synth: a generated face (stream/synth.py)
 SHAPES = ("ellipse", "box")
 
 # Cells across the face at strength 1; re-identification falls to chance at these

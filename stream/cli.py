@@ -15,14 +15,13 @@ EXIT_INTERRUPTED = 130
 
 def _parser() -> argparse.ArgumentParser:
     from engines.runtime import BACKENDS, DEVICES
-    from stream.anonymise import SHAPES
-    from stream.job import MODES
+    from stream.anonymise import ALL_MODES, SHAPES
 
     parser = argparse.ArgumentParser(prog="veil", description="Anonymise faces in video, live.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     anonymise = argparse.ArgumentParser(add_help=False)
-    anonymise.add_argument("--mode", choices=MODES, default="blur", help="synth: a generated face of nobody, with the same pose and expression")
+    anonymise.add_argument("--mode", choices=ALL_MODES, default="blur", help="synth: a generated face of nobody, with the same pose and expression")
     anonymise.add_argument("--secret", help="synth: key that picks each track's synthetic identity (default: random per run; set it to repeat a run)")
     anonymise.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="what runs the detector and generator models")
     anonymise.add_argument("--device", choices=DEVICES, default="cpu", help="where they run (cuda needs a GPU build of the backend)")

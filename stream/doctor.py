@@ -86,12 +86,11 @@ def build_engines(backend: str, device: str, generator: str | None = None, cache
     generator: a generator ONNX file (default: the shipped engines/weights/generator.onnx).
     """
     from stream.detectors import DETECTOR_NAMES, make_detector
+    from stream.synth import WEIGHTS
 
     check_available(backend, device)
     cache_dir = Path(cache_dir or default_cache_dir())
     log(engines_report())
-    from stream.synth import WEIGHTS
-
     path = Path(generator or WEIGHTS)
     started = time.perf_counter()
     engine = open_engine(path, backend, device, cache_dir=cache_dir)

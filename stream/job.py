@@ -14,7 +14,6 @@ import cv2
 from tqdm import tqdm
 
 from engines.onnx_models import available_cores
-from stream import anonymise
 from stream.anonymise import Anonymiser, cover_whole_frame
 from stream.audit import AuditStage
 from stream.backfill import BackfillStage
@@ -34,7 +33,6 @@ VIDEO_SUFFIXES = {
     ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mts", ".flv", ".wmv",
     ".mpg", ".mpeg", ".y4m", ".h264", ".264", ".h265", ".265", ".hevc",
 }  # fmt: skip
-MODES = (*anonymise.MODES, "synth")
 
 
 @dataclass
