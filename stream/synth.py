@@ -70,7 +70,7 @@ def _match_colour(generated: np.ndarray, original: np.ndarray) -> np.ndarray:
     return np.clip(generated + shift, 0, 255)
 
 
-def _paste(image: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> None:
+def paste(image: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> None:
     """Warp the canonical ``face`` (float BGR) back into ``image`` through the blend alpha."""
     inverse = cv2.invertAffineTransform(matrix)
     corners = align.transform_points(np.array([[0, 0], [align.SIZE, 0], [0, align.SIZE], [align.SIZE, align.SIZE]]), inverse)
@@ -125,7 +125,7 @@ class SynthAnonymiser:
         # strict: a missing result is an error (the frame is then covered), never a raw face
         for face, crop_bgr, matrix in zip(generated, crops, matrices, strict=True):
             bgr = (face.transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5
-            _paste(out, _match_colour(bgr, crop_bgr.astype(np.float32)), matrix)
+            paste(out, _match_colour(bgr, crop_bgr.astype(np.float32)), matrix)
         if fallback:
             out = self.fallback.apply(out, faces[np.array(fallback)])
         return out
