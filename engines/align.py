@@ -14,6 +14,10 @@ import cv2
 import numpy as np
 
 SIZE = 128
+# The generator's interface, here so that running it needs no torch: its input is
+# ``network_input`` (masked RGB, mask, 5 heatmaps) and a latent code.
+IN_CHANNELS = 9
+LATENT = 64
 ARCFACE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     np.float32,

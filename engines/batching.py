@@ -32,11 +32,15 @@ class BatchingEngine:
         threading.Thread(target=self._serve, name="batching-engine", daemon=True).start()
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.submit(inputs).result()
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> Future:
+        """Queue a request; the future holds its outputs (or the engine's error)."""
         # Sized here, in the caller's thread: a malformed request fails its caller, never the worker.
         count = len(inputs[self.input_names[0]])
         done: Future = Future()
         self._requests.put((inputs, count, done))
-        return done.result()
+        return done
 
     def _serve(self) -> None:
         while True:

@@ -16,12 +16,15 @@ EXIT_INTERRUPTED = 130
 def _parser() -> argparse.ArgumentParser:
     from engines.runtime import BACKENDS, DEVICES
     from stream.anonymise import ALL_MODES, SHAPES
+    from stream.propagate import KEYFRAME_EVERY
 
     parser = argparse.ArgumentParser(prog="veil", description="Anonymise faces in video, live.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     anonymise = argparse.ArgumentParser(add_help=False)
     anonymise.add_argument("--mode", choices=ALL_MODES, default="blur", help="synth: a generated face of nobody, with the same pose and expression")
+    anonymise.add_argument("--keyframe-every", type=int, default=KEYFRAME_EVERY, metavar="N",
+                           help="synth: generate each face at most N frames apart and carry it along the face's motion in between (1: every frame)")
     anonymise.add_argument("--secret", help="synth: key that picks each track's synthetic identity (default: random per run; set it to repeat a run)")
     anonymise.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="what runs the detector and generator models")
     anonymise.add_argument("--device", choices=DEVICES, default="cpu", help="where they run (cuda needs a GPU build of the backend)")
@@ -97,7 +100,7 @@ def _options(args):
         raise InputError(f"--target-delay must not be negative, got {args.target_delay:g}")
     detector_options.update(backend=args.backend, device=args.device)
     return Options(
-        mode=args.mode, secret=args.secret, backend=args.backend, device=args.device,
+        mode=args.mode, keyframe_every=args.keyframe_every, secret=args.secret, backend=args.backend, device=args.device,
         detector=args.detector, detector_options=detector_options,
         detect_every=args.detect_every, strength=args.strength, margin=args.margin, shape=args.shape,
         coast_s=args.coast, tentative_coast_s=args.coast_tentative, stage_timeout=args.stage_timeout,

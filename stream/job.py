@@ -22,6 +22,7 @@ from stream.detectors.resize import LIVE_EDGE_PAD
 from stream.errors import InputError, OutputError, VeilError
 from stream.graph import Graph, RunReport
 from stream.live import CLOCK, LiveSource, camera_input, is_camera, is_live_url
+from stream.propagate import KEYFRAME_EVERY, PropagatingSynth
 from stream.publish import LiveEncoderSink, is_network_output
 from stream.sink import VideoFileSink, partial_path
 from stream.source import VideoSource
@@ -38,6 +39,7 @@ VIDEO_SUFFIXES = {
 @dataclass
 class Options:
     mode: str = "blur"
+    keyframe_every: int = KEYFRAME_EVERY  # synth: frames between generator runs at most (1: every frame)
     secret: str | None = None  # synth: picks each track's identity; None: random per run
     backend: str = "onnxruntime"  # runs the generator (the detector's is in detector_options)
     device: str = "cpu"
@@ -69,6 +71,8 @@ class Options:
 
     def _make_anonymiser(self):
         """Synth pixelates (at this shape and margin) the faces it cannot replace."""
+        if self.keyframe_every < 1:
+            raise InputError(f"--keyframe-every must be at least 1, got {self.keyframe_every}")
         if self.mode != "synth":
             return Anonymiser(mode=self.mode, shape=self.shape, margin=self.margin, strength=self.strength)
         from engines.batching import BatchingEngine
@@ -157,8 +161,17 @@ def build_stages(options: Options, detector: Detector, fps: float, cleanup: Exit
         audit = AuditStage(options.audit)
         cleanup.callback(audit.close)
         stages.append(audit)
-    stages.append(AnonymiseStage(options.anonymiser()))
+    stages.append(AnonymiseStage(stream_anonymiser(options, live=live)))
     return stages
+
+
+def stream_anonymiser(options: Options, *, live: bool = False):
+    """The anonymiser of one stream: synth propagates keyframes, which takes state per
+    stream, so each graph gets its own; live ones never wait for the generator."""
+    anonymiser = options.anonymiser()
+    if options.mode != "synth" or options.keyframe_every == 1:
+        return anonymiser
+    return PropagatingSynth(anonymiser, every=options.keyframe_every, wait=not live)
 
 
 def run_video(input_path, output_path, options: Options, detector: Detector, *, log=print) -> RunReport:

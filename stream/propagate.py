@@ -1,0 +1,163 @@
+"""Synth on keyframes only; between them each face's de-identified crop is carried along
+the original face's motion.
+
+Both the keyframe and the current frame are seen in the canonical crop of
+``engines.align``: aligning each frame by its landmarks' similarity transform takes out
+the head's motion, and a dense residual flow (DIS) between the two original crops takes
+out the rest (blinks, the mouth, the landmarks' own error). The keyframe's generated
+crop is warped by that flow and composited with the current frame's alignment, so the
+synthetic face moves, turns and talks with the person without the generator running.
+
+A track gets a new keyframe when it is new; every ``every`` frames at most; earlier
+when the warp stops explaining the original (the warped original keyframe crop differs
+from the current crop by more than ``residual`` grey levels inside the face: an
+occlusion, a turn the flow cannot follow), when the pose or scale changes a lot, and
+after a scene cut.
+
+Fail closed: the warp only moves generated pixels (the generator never saw the face it
+replaces), the face region is placed by the current frame's landmarks and must cover the
+detection as in synth, and a face with no generated crop yet is pixelated. With
+``wait=False`` (live) generation runs beside the stream: the previous keyframe keeps
+being warped until the new one is ready. With ``wait=True`` (files) each keyframe is
+awaited, so a file's output never depends on timing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from engines import align
+from stream.faces import Faces
+from stream.synth import AlignedFace, Generation, SynthAnonymiser, match_colour, paste
+
+# Chosen by measurement on the talking-head and crowd clips (benchmarks/PROPAGATION.md).
+KEYFRAME_EVERY = 8
+RESIDUAL = 12.0  # mean absolute grey-level error inside the face, warped keyframe vs now
+NOSE_SHIFT = 6.0  # crop pixels the nose may move relative to eyes and mouth (a turn or a nod)
+SCALE_CHANGE = 1.5  # the face grew or shrank this much: the keyframe's detail no longer fits
+SCENE_CUT = 40.0  # mean absolute grey difference of consecutive 64x36 thumbnails
+GENERATOR_TIMEOUT_S = 60.0
+_FACE = align.FACE_MASK > 0
+_GRID = np.stack(np.mgrid[0:align.SIZE, 0:align.SIZE][::-1], -1).astype(np.float32)  # x, y per pixel
+
+
+def _scale(matrix: np.ndarray) -> float:
+    return float(np.hypot(matrix[0, 0], matrix[1, 0]))
+
+
+@dataclass
+class Keyframe:
+    """What a track's warps start from: the original crop and its generated replacement."""
+
+    frame: int
+    grey: np.ndarray  # the original aligned crop, grey: the flow's reference
+    points: np.ndarray  # its landmarks in crop pixels
+    scale: float  # its alignment's scale (crop pixels per frame pixel)
+    face: np.ndarray | None = None  # generated crop, float BGR; None while generating
+    generation: Generation | None = None
+    position: int = 0  # this face's place in ``generation``
+
+    def collect(self, timeout: float | None = None) -> bool:
+        """Take the generated crop once it is ready; True when the keyframe is usable."""
+        if self.face is None and (timeout is not None or self.generation.done()):
+            self.face = self.generation.result(timeout)[self.position]
+            self.generation = None
+        return self.face is not None
+
+
+@dataclass
+class _Track:
+    current: Keyframe | None = None  # the keyframe being warped
+    pending: Keyframe | None = None  # the next one, while it is generated
+
+
+class PropagatingSynth:
+    """Same surface as ``SynthAnonymiser`` but stateful: one per stream, frames in order."""
+
+    def __init__(self, synth: SynthAnonymiser, every: int = KEYFRAME_EVERY, *, wait: bool = True, residual: float = RESIDUAL):
+        if every < 1:
+            raise ValueError(f"keyframe interval must be at least 1 frame, got {every}")
+        self.synth, self.every, self.wait, self.residual = synth, every, wait, residual
+        self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._tracks: dict[int, _Track] = {}
+        self._thumbnail: np.ndarray | None = None
+        self.frame = -1
+        self.keyframes = 0  # faces sent to the generator, for reports
+        self.warped = 0  # faces drawn from a warped keyframe
+
+    def apply(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        self.frame += 1
+        cut = self._scene_cut(image)
+        aligned, fallback = self.synth.align(image, faces)
+        self._tracks = {face.track: self._tracks.get(face.track, _Track()) for face in aligned}  # forget the gone
+        greys = [cv2.cvtColor(face.crop, cv2.COLOR_BGR2GRAY) for face in aligned]
+
+        requests, flows = [], {}
+        for face, grey in zip(aligned, greys):
+            track = self._tracks[face.track]
+            if track.pending is not None and track.pending.collect():
+                track.current, track.pending = track.pending, None
+            if track.current is not None:
+                flows[face.track] = (track.current, self._flow(grey, track.current.grey))
+            if track.pending is None and self._needs_keyframe(track.current, face, grey, flows.get(face.track), cut):
+                track.pending = Keyframe(self.frame, grey, face.points, _scale(face.matrix), position=len(requests))
+                requests.append(face)
+        if requests:
+            generation = self.synth.generate(requests)
+            self.keyframes += len(requests)
+            for face in requests:
+                self._tracks[face.track].pending.generation = generation
+
+        out = image.copy()
+        for face, grey in zip(aligned, greys):
+            track = self._tracks[face.track]
+            if track.pending is not None and track.pending.collect(GENERATOR_TIMEOUT_S if self.wait else None):
+                track.current, track.pending = track.pending, None
+            key = track.current
+            if key is None:
+                fallback.append(face.index)  # nothing generated for this face yet
+                continue
+            if key.frame == self.frame:
+                moved = key.face
+            else:
+                cached = flows.get(face.track)
+                flow = cached[1] if cached is not None and cached[0] is key else self._flow(grey, key.grey)
+                moved = warp_crop(key.face, flow)
+                self.warped += 1
+            paste(out, match_colour(moved, face.crop), face.matrix)
+        return self.synth.cover(out, faces, sorted(fallback))
+
+    def _needs_keyframe(self, key: Keyframe | None, face: AlignedFace, grey: np.ndarray, flow, cut: bool) -> bool:
+        if key is None or cut or self.frame - key.frame >= self.every:
+            return True
+        nose_shift = np.linalg.norm(face.points[2] - key.points[2])
+        growth = _scale(face.matrix) / key.scale
+        if nose_shift > NOSE_SHIFT or not 1 / SCALE_CHANGE < growth < SCALE_CHANGE:
+            return True
+        return residual_error(key.grey, grey, flow[1]) > self.residual
+
+    def _flow(self, grey: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Per crop pixel, where it was in ``reference``: grey(p) ~ reference(p + flow(p))."""
+        return self.flow.calc(grey, reference, None)
+
+    def _scene_cut(self, image: np.ndarray) -> bool:
+        step = max(1, min(image.shape[:2]) // 144)  # every step-th pixel first: a cut is a large-scale change
+        small = cv2.cvtColor(np.ascontiguousarray(image[::step, ::step]), cv2.COLOR_BGR2GRAY)
+        thumbnail = cv2.resize(small, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)
+        previous, self._thumbnail = self._thumbnail, thumbnail
+        return previous is not None and float(np.abs(thumbnail - previous).mean()) > SCENE_CUT
+
+
+def warp_crop(crop: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Backward warp of a canonical crop by a flow (the CPU twin of kernels/warp.cu)."""
+    map_xy = _GRID + flow
+    return cv2.remap(crop, map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def residual_error(reference: np.ndarray, grey: np.ndarray, flow: np.ndarray) -> float:
+    """Mean absolute grey error inside the face after warping ``reference`` onto ``grey``."""
+    warped = warp_crop(reference.astype(np.float32), flow)
+    return float(np.abs(warped - grey)[_FACE].mean())
