@@ -40,7 +40,7 @@ POINTER_DTYPES = {
 }
 SCALAR_TYPES = {"int": ("int", ctypes.c_int, np.int32), "float": ("float", ctypes.c_float, np.float32)}
 
-_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
+_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.DOTALL)
 _PARAM = re.compile(r"^(const\s+)?(unsigned char|float|int)\s*(\*?)\s*(?:__restrict__\s+)?(\w+)$")
 
 
@@ -190,7 +190,7 @@ class CpuModule(Module):
     def launch(self, name: str, grid: tuple, block: tuple, *args) -> None:
         checked = self._checked(name, args)
         grid3, block3 = (tuple(grid) + (1, 1))[:3], (tuple(block) + (1, 1))[:3]
-        values = [None if a is None else a.ctypes.data if isinstance(a, np.ndarray) else a.item() for a in checked]
+        values = [None if a is None else _host(a).ctypes.data if _is_array(a) else a.item() for a in checked]
         getattr(self.library, f"launch_{name}")(*grid3, *block3, *values)
 
 
@@ -230,7 +230,7 @@ class CudaModule(Module):
             self.functions[name](tuple(grid), tuple(block), tuple(values))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(family: str, device: str = "cuda") -> Module:
     """The compiled kernels of ``family`` for ``device`` ("cuda" or "cpu"), built once per process."""
     if device == "cpu":
@@ -240,10 +240,25 @@ def load(family: str, device: str = "cuda") -> Module:
     raise ValueError(f"kernels run on 'cuda' or 'cpu', not '{device}'")
 
 
+def _is_array(value) -> bool:
+    return not isinstance(value, np.generic) and hasattr(value, "shape")  # numpy scalars have shapes too
+
+
+def _host(array) -> np.ndarray:
+    """A numpy view of a host array: a torch CPU tensor shares its memory, so the shim's
+    writes land in the tensor."""
+    return array if isinstance(array, np.ndarray) else array.numpy()
+
+
+def on_gpu(array) -> bool:
+    return not isinstance(array, np.ndarray) and array.device.type == "cuda"
+
+
 def module_for(family: str, array) -> Module:
-    """The kernels of ``family`` where ``array`` lives: numpy runs them on the CPU
-    through the shim, a torch CUDA tensor on its GPU."""
-    return load(family, "cpu" if isinstance(array, np.ndarray) else "cuda")
+    """The kernels of ``family`` where ``array`` lives: a torch CUDA tensor runs them on
+    its GPU; numpy arrays and torch CPU tensors on the CPU, through the shim (which is
+    how the GPU path is tested without a GPU)."""
+    return load(family, "cuda" if on_gpu(array) else "cpu")
 
 
 def empty(like, shape: tuple, dtype) -> object:
@@ -253,3 +268,13 @@ def empty(like, shape: tuple, dtype) -> object:
     import torch
 
     return torch.empty(shape, dtype=getattr(torch, np.dtype(dtype).name), device=like.device)
+
+
+def beside(like, array):
+    """A small host ``array`` (per-face matrices, regions) where ``like`` lives: numpy stays
+    numpy, torch goes to ``like``'s device."""
+    if isinstance(like, np.ndarray):
+        return np.ascontiguousarray(array)
+    import torch
+
+    return torch.as_tensor(np.ascontiguousarray(array), device=like.device).contiguous()

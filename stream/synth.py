@@ -74,19 +74,26 @@ def match_colour(generated: np.ndarray, original: np.ndarray) -> np.ndarray:
     return np.clip(generated + shift, 0, 255)
 
 
+def paste_box(matrix: np.ndarray, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """The frame box (left, top, right, bottom) a face pasted by ``matrix`` may change:
+    where its blend alpha is not zero, clipped to the frame; None if it is off the frame."""
+    corners = align.transform_points(_ALPHA_CORNERS, cv2.invertAffineTransform(matrix))
+    left, top = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+    right, bottom = np.minimum(np.ceil(corners.max(0)).astype(int), [width, height])
+    return None if right <= left or bottom <= top else (int(left), int(top), int(right), int(bottom))
+
+
 def paste(image: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> None:
     """Warp the canonical ``face`` (BGR, 0..255) back into ``image`` through the blend alpha.
 
     Only the box where the alpha is not zero is touched, in uint8 with OpenCV's
     per-pixel blend: three times faster than float maths on a large face, within a grey
     level of it."""
-    inverse = cv2.invertAffineTransform(matrix)
-    corners = align.transform_points(_ALPHA_CORNERS, inverse)
-    height, width = image.shape[:2]
-    left, top = np.maximum(np.floor(corners.min(0)).astype(int), 0)
-    right, bottom = np.minimum(np.ceil(corners.max(0)).astype(int), [width, height])
-    if right <= left or bottom <= top:
+    box = paste_box(matrix, image.shape[0], image.shape[1])
+    if box is None:
         return
+    left, top, right, bottom = box
+    inverse = cv2.invertAffineTransform(matrix)
     inverse[:, 2] -= (left, top)
     size = (int(right - left), int(bottom - top))
     face = np.clip(np.rint(face), 0, 255).astype(np.uint8)
