@@ -3,10 +3,8 @@ back through the feathered alpha in one launch, as ``stream.synth.paste`` does f
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from engines import align
 from kernels.loader import beside, grid_for, module_for
 
 BLOCK = (16, 16, 1)
