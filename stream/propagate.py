@@ -31,7 +31,7 @@ import numpy as np
 
 from engines import align
 from stream.faces import Faces
-from stream.synth import AlignedFace, Generation, SynthAnonymiser, match_colour, paste
+from stream.synth import AlignedFace, Generation, SynthAnonymiser, warp_crop
 
 # Chosen by measurement on the talking-head and crowd clips (benchmarks/PROPAGATION.md).
 KEYFRAME_EVERY = 8
@@ -41,7 +41,6 @@ SCALE_CHANGE = 1.5  # the face grew or shrank this much: the keyframe's detail n
 SCENE_CUT = 40.0  # mean absolute grey difference of consecutive 64x36 thumbnails
 GENERATOR_TIMEOUT_S = 60.0
 _FACE = align.FACE_MASK > 0
-_GRID = np.stack(np.mgrid[0:align.SIZE, 0:align.SIZE][::-1], -1).astype(np.float32)  # x, y per pixel
 
 
 def _scale(matrix: np.ndarray) -> float:
@@ -93,17 +92,16 @@ class PropagatingSynth:
         cut = self._scene_cut(image)
         aligned, fallback = self.synth.align(image, faces)
         self._tracks = {face.track: self._tracks.get(face.track, _Track()) for face in aligned}  # forget the gone
-        greys = [cv2.cvtColor(face.crop, cv2.COLOR_BGR2GRAY) for face in aligned]
 
         requests, flows = [], {}
-        for face, grey in zip(aligned, greys):
+        for face in aligned:
             track = self._tracks[face.track]
             if track.pending is not None and track.pending.collect():
                 track.current, track.pending = track.pending, None
             if track.current is not None:
-                flows[face.track] = (track.current, self._flow(grey, track.current.grey))
-            if track.pending is None and self._needs_keyframe(track.current, face, grey, flows.get(face.track), cut):
-                track.pending = Keyframe(self.frame, grey, face.points, _scale(face.matrix), position=len(requests))
+                flows[face.track] = (track.current, self._flow(face.grey, track.current.grey))
+            if track.pending is None and self._needs_keyframe(track.current, face, flows.get(face.track), cut):
+                track.pending = Keyframe(self.frame, face.grey, face.points, _scale(face.matrix), position=len(requests))
                 requests.append(face)
         if requests:
             generation = self.synth.generate(requests)
@@ -111,8 +109,8 @@ class PropagatingSynth:
             for face in requests:
                 self._tracks[face.track].pending.generation = generation
 
-        out = image.copy()
-        for face, grey in zip(aligned, greys):
+        draws = []
+        for face in aligned:
             track = self._tracks[face.track]
             if track.pending is not None and track.pending.collect(GENERATOR_TIMEOUT_S if self.wait else None):
                 track.current, track.pending = track.pending, None
@@ -120,41 +118,30 @@ class PropagatingSynth:
             if key is None:
                 fallback.append(face.index)  # nothing generated for this face yet
                 continue
-            if key.frame == self.frame:
-                moved = key.face
-            else:
+            flow = None
+            if key.frame != self.frame:
                 cached = flows.get(face.track)
-                flow = cached[1] if cached is not None and cached[0] is key else self._flow(grey, key.grey)
-                moved = warp_crop(key.face, flow)
+                flow = cached[1] if cached is not None and cached[0] is key else self._flow(face.grey, key.grey)
                 self.warped += 1
-            paste(out, match_colour(moved, face.crop), face.matrix)
-        return self.synth.cover(out, faces, sorted(fallback))
+            draws.append((key.face, flow, face))
+        return self.synth.cover(self.synth.composite(image, draws), faces, sorted(fallback))
 
-    def _needs_keyframe(self, key: Keyframe | None, face: AlignedFace, grey: np.ndarray, flow, cut: bool) -> bool:
+    def _needs_keyframe(self, key: Keyframe | None, face: AlignedFace, flow, cut: bool) -> bool:
         if key is None or cut or self.frame - key.frame >= self.every:
             return True
         nose_shift = np.linalg.norm(face.points[2] - key.points[2])
         growth = _scale(face.matrix) / key.scale
         if nose_shift > NOSE_SHIFT or not 1 / SCALE_CHANGE < growth < SCALE_CHANGE:
             return True
-        return residual_error(key.grey, grey, flow[1]) > self.residual
+        return residual_error(key.grey, face.grey, flow[1]) > self.residual
 
     def _flow(self, grey: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Per crop pixel, where it was in ``reference``: grey(p) ~ reference(p + flow(p))."""
         return self.flow.calc(grey, reference, None)
 
-    def _scene_cut(self, image: np.ndarray) -> bool:
-        step = max(1, min(image.shape[:2]) // 144)  # every step-th pixel first: a cut is a large-scale change
-        small = cv2.cvtColor(np.ascontiguousarray(image[::step, ::step]), cv2.COLOR_BGR2GRAY)
-        thumbnail = cv2.resize(small, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)
-        previous, self._thumbnail = self._thumbnail, thumbnail
-        return previous is not None and float(np.abs(thumbnail - previous).mean()) > SCENE_CUT
-
-
-def warp_crop(crop: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward warp of a canonical crop by a flow (the CPU twin of kernels/warp.cu)."""
-    map_xy = _GRID + flow
-    return cv2.remap(crop, map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    def _scene_cut(self, image) -> bool:
+        previous, self._thumbnail = self._thumbnail, self.synth.thumbnail(image)
+        return previous is not None and float(np.abs(self._thumbnail - previous).mean()) > SCENE_CUT
 
 
 def residual_error(reference: np.ndarray, grey: np.ndarray, flow: np.ndarray) -> float:

@@ -110,8 +110,9 @@ class AlignedFace:
     index: int  # in the frame's Faces
     track: int  # picks the latent code; an untracked face gets one of its own
     matrix: np.ndarray  # 2x3, frame pixel -> crop pixel
-    crop: np.ndarray  # SIZExSIZEx3 uint8 BGR, the original face
+    crop: object  # SIZExSIZEx3 BGR, the original face: uint8 numpy, or float on the device path
     points: np.ndarray  # 5x2 landmarks in crop pixels
+    grey: np.ndarray  # SIZExSIZE uint8, the crop in grey on the host: what motion is measured on
 
 
 def _submit(engine, inputs: dict) -> Future:
@@ -131,19 +132,21 @@ def _submit(engine, inputs: dict) -> Future:
 class Generation:
     """Generated faces on their way: ``done()`` polls, ``result()`` waits for them all."""
 
-    def __init__(self, futures: list[Future], count: int):
+    def __init__(self, futures: list[Future], count: int, to_crop=None):
         self._futures, self.count = futures, count
+        self._to_crop = to_crop or (lambda face: (face.transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5)
 
     def done(self) -> bool:
         return all(f.done() for f in self._futures)
 
     def result(self, timeout: float | None = None) -> list[np.ndarray]:
-        """SIZExSIZEx3 float BGR crops (0..255, not yet colour matched), in request order."""
+        """SIZExSIZEx3 float BGR crops (0..255, not yet colour matched), in request order
+        (numpy, or tensors on the device path)."""
         faces = [face for f in self._futures for face in f.result(timeout)[0]]
         # strict: a missing result is an error (the frame is then covered), never a raw face
         if len(faces) != self.count:
             raise RuntimeError(f"the generator returned {len(faces)} faces for {self.count}")
-        return [(face.transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5 for face in faces]
+        return [self._to_crop(face) for face in faces]
 
 
 class SynthAnonymiser:
@@ -161,35 +164,76 @@ class SynthAnonymiser:
 
     def align(self, image: np.ndarray, faces: Faces) -> tuple[list[AlignedFace], list[int]]:
         """The faces the generator can safely replace, and the indices of those it cannot."""
-        aligned, fallback = [], []
+        usable, fallback = [], []
         for i in range(len(faces)):
             box = faces.boxes[i]
             matrix = align.similarity(faces.landmarks[i]) if min(box[2:] - box[:2]) >= MIN_FACE_PX else None
             if matrix is None or not covers_box(matrix, box):
                 fallback.append(i)
-                continue
-            track = int(faces.track_ids[i]) if faces.track_ids[i] >= 0 else -1 - i  # untracked: one code per face
-            points = align.transform_points(faces.landmarks[i], matrix)
-            aligned.append(AlignedFace(i, track, matrix, align.crop(image, matrix), points))
+            else:
+                usable.append((i, matrix))
+        crops = self.crops(image, [matrix for _, matrix in usable])
+        greys = self.greys(crops)
+        aligned = [
+            AlignedFace(i, int(faces.track_ids[i]) if faces.track_ids[i] >= 0 else -1 - i,  # untracked: one code per face
+                        matrix, crop, align.transform_points(faces.landmarks[i], matrix), grey)
+            for (i, matrix), crop, grey in zip(usable, crops, greys, strict=True)
+        ]  # fmt: skip
         return aligned, fallback
+
+    def crops(self, image: np.ndarray, matrices: list[np.ndarray]) -> list:
+        return [align.crop(image, matrix) for matrix in matrices]
+
+    def greys(self, crops: list) -> list[np.ndarray]:
+        return [cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) for crop in crops]
 
     def generate(self, faces: list[AlignedFace]) -> Generation:
         """Start generating ``faces`` (in batches of at most MAX_BATCH)."""
-        inputs = [align.network_input(face.crop[:, :, ::-1], face.points) for face in faces]
-        latents = [latent_code(self.secret, face.track) for face in faces]
+        latents = np.stack([latent_code(self.secret, face.track) for face in faces]) if faces else None
         futures = [
-            _submit(self.engine, {"image": np.stack(inputs[start:start + MAX_BATCH]), "latent": np.stack(latents[start:start + MAX_BATCH])})
+            _submit(self.engine, {"image": self.network_inputs(faces[start:start + MAX_BATCH]), "latent": self.beside(latents[start:start + MAX_BATCH])})
             for start in range(0, len(faces), MAX_BATCH)
         ]
-        return Generation(futures, len(faces))
+        return Generation(futures, len(faces), self.to_crop)
+
+    def network_inputs(self, faces: list[AlignedFace]):
+        return np.stack([align.network_input(face.crop[:, :, ::-1], face.points) for face in faces])
+
+    def beside(self, array: np.ndarray):
+        """A small host array where this anonymiser's images live."""
+        return array
+
+    to_crop = None  # the generator's output to a crop: Generation's numpy default
+
+    def composite(self, image: np.ndarray, faces: list[tuple[object, np.ndarray | None, AlignedFace]]) -> np.ndarray:
+        """A copy of ``image`` with each (generated crop, flow or None, aligned face) moved
+        by its flow, colour matched to the original and pasted."""
+        out = image.copy()
+        for generated, flow, face in faces:
+            moved = generated if flow is None else warp_crop(generated, flow)
+            paste(out, match_colour(moved, face.crop), face.matrix)
+        return out
 
     def apply(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         aligned, fallback = self.align(image, faces)
-        out = image.copy()
-        for face, generated in zip(aligned, self.generate(aligned).result(), strict=True):
-            paste(out, match_colour(generated, face.crop), face.matrix)
-        return self.cover(out, faces, fallback)
+        generated = self.generate(aligned).result()
+        return self.cover(self.composite(image, [(crop, None, face) for crop, face in zip(generated, aligned, strict=True)]), faces, fallback)
 
     def cover(self, image: np.ndarray, faces: Faces, indices: list[int]) -> np.ndarray:
         """The fallback over the faces at ``indices``."""
         return self.fallback.apply(image, faces[np.array(indices, int)]) if indices else image
+
+    def thumbnail(self, image: np.ndarray) -> np.ndarray:
+        """64x36 grey float32: enough to see a scene cut."""
+        step = max(1, min(image.shape[:2]) // 144)  # every step-th pixel first: a cut is a large-scale change
+        small = cv2.cvtColor(np.ascontiguousarray(image[::step, ::step]), cv2.COLOR_BGR2GRAY)
+        return cv2.resize(small, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+_GRID = np.stack(np.mgrid[0:align.SIZE, 0:align.SIZE][::-1], -1).astype(np.float32)  # x, y per crop pixel
+
+
+def warp_crop(crop: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Backward warp of a canonical crop by a flow: crop(p + flow(p)) (kernels/warp.cu on the GPU)."""
+    map_xy = _GRID + flow
+    return cv2.remap(crop, map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

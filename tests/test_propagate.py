@@ -16,8 +16,8 @@ from engines.batching import BatchingEngine
 from stream.errors import InputError
 from stream.faces import Faces
 from stream.job import Options, stream_anonymiser
-from stream.propagate import NOSE_SHIFT, PropagatingSynth, warp_crop
-from stream.synth import SynthAnonymiser
+from stream.propagate import NOSE_SHIFT, PropagatingSynth
+from stream.synth import SynthAnonymiser, warp_crop
 from tests.test_synth import SECRET, face_interior, outside_blend_region, photo, with_tracks
 
 
