@@ -17,7 +17,8 @@ from engines.runtime import MAX_BATCH
 
 
 class BatchingEngine:
-    """Wraps an Engine whose inputs and outputs all have the batch on axis 0 (numpy).
+    """Wraps an Engine whose inputs and outputs all have the batch on axis 0 (numpy, or
+    torch tensors on the engine's device).
 
     A merged call never holds more than ``max_batch`` faces (a request larger than that
     runs alone, and the engine judges it).
@@ -60,7 +61,7 @@ class BatchingEngine:
 
     def _run(self, waiting: list) -> None:
         try:
-            merged = {name: np.concatenate([inputs[name] for inputs, _, _ in waiting]) for name in self.input_names}
+            merged = {name: _concatenate([inputs[name] for inputs, _, _ in waiting]) for name in self.input_names}
             outputs = self.engine.run(merged)
         except Exception as error:  # noqa: BLE001 - not swallowed: every waiting caller raises it
             for _, _, done in waiting:
@@ -72,3 +73,12 @@ class BatchingEngine:
         for _, count, done in waiting:
             done.set_result([output[start:start + count] for output in outputs])
             start += count
+
+
+def _concatenate(arrays: list):
+    """Along the batch axis: numpy arrays, or torch tensors where they live (the GPU path)."""
+    if isinstance(arrays[0], np.ndarray):
+        return np.concatenate(arrays)
+    import torch
+
+    return torch.cat(arrays)

@@ -17,7 +17,9 @@ struct dim3 {
 };
 typedef dim3 uint3;
 
-static dim3 threadIdx, blockIdx, blockDim, gridDim;
+// Per OS thread: two pipeline stages may launch kernels of one library at the same time
+// (ctypes releases the GIL), and each launch must see only its own grid.
+static thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 #define __global__
 #define __device__

@@ -277,4 +277,6 @@ def beside(like, array):
         return np.ascontiguousarray(array)
     import torch
 
-    return torch.as_tensor(np.ascontiguousarray(array), device=like.device).contiguous()
+    if isinstance(array, torch.Tensor):
+        return array.to(like.device).contiguous()
+    return torch.as_tensor(np.ascontiguousarray(array), device=like.device)

@@ -105,9 +105,18 @@ class Anonymiser:
 
 
 def cover_whole_frame(frame: Frame) -> Frame:
-    """The fallback for a frame whose faces are not known: pixelate all of it."""
-    image = frame.image
+    """The fallback for a frame whose faces are not known: pixelate all of it. Wherever
+    the frame failed on the GPU path, its picture is brought to the host as BGR first."""
+    image = host_bgr(frame.image)
     h, w = image.shape[:2]
     blocks = 16
     small = cv2.resize(image, (max(1, w * blocks // max(h, w)), max(1, h * blocks // max(h, w))), interpolation=cv2.INTER_AREA)
     return frame.replace(image=cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST))
+
+
+def host_bgr(image) -> np.ndarray:
+    """A frame's picture as host BGR: from a device tensor (the GPU path), or from the
+    I420 planes (H*3/2 x W) that path hands to encoders."""
+    if not isinstance(image, np.ndarray):
+        image = image.cpu().numpy()
+    return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420) if image.ndim == 2 else image

@@ -43,6 +43,9 @@ class Options:
     secret: str | None = None  # synth: picks each track's identity; None: random per run
     backend: str = "onnxruntime"  # runs the generator (the detector's is in detector_options)
     device: str = "cpu"
+    # Keep frames on the engines' device from upload to download (stream/gpu.py). None:
+    # yes on cuda. True on cpu runs that path's kernels through the CPU shim (tests).
+    frames_on_device: bool | None = None
     detector: str = "yunet"
     detector_options: dict = field(default_factory=dict)
     detect_every: int = 1
@@ -62,6 +65,7 @@ class Options:
     verbose: bool = False
 
     _anonymiser: object = field(default=None, init=False, repr=False, compare=False)
+    transfers: object = field(default=None, init=False, repr=False, compare=False)  # the GPU path's copy counts
 
     def anonymiser(self):
         """The run's one anonymiser (stateless, shared by its graphs); a bad mode fails here."""
@@ -151,24 +155,42 @@ def _check_paths(input_path: str, output_path: str) -> None:
 def build_stages(options: Options, detector: Detector, fps: float, cleanup: ExitStack, *, live: bool = False) -> list:
     """Detect, track, (backfill), (audit), anonymise. Live runs do not backfill: it
     would hold frames back and add its whole window to the latency."""
+    resident = options.device == "cuda" if options.frames_on_device is None else options.frames_on_device
+    if resident:
+        from stream import gpu
+
+        transfers = gpu.Transfers(options.device)
+        options.transfers = transfers  # the benchmark reads the copies from here
+        detector = gpu.DeviceDetector(detector, transfers)
     stages = [
         DetectStage(detector, every=options.detect_every),
         TrackStage(Tracker(max_coast_s=options.coast_s, tentative_coast_s=options.tentative_coast_s, fps=fps)),
     ]
+    if resident:
+        stages.insert(0, gpu.UploadStage(transfers))
     if not live:
         stages.append(BackfillStage(frames=round(options.backfill_s * fps)))
     if options.audit:
         audit = AuditStage(options.audit)
         cleanup.callback(audit.close)
         stages.append(audit)
-    stages.append(AnonymiseStage(stream_anonymiser(options, live=live)))
+    stages.append(AnonymiseStage(stream_anonymiser(options, live=live, transfers=transfers if resident else None)))
+    if resident:
+        stages.append(gpu.DownloadStage(transfers))
     return stages
 
 
-def stream_anonymiser(options: Options, *, live: bool = False):
+def stream_anonymiser(options: Options, *, live: bool = False, transfers=None):
     """The anonymiser of one stream: synth propagates keyframes, which takes state per
-    stream, so each graph gets its own; live ones never wait for the generator."""
+    stream, so each graph gets its own; live ones never wait for the generator. With
+    ``transfers`` (the GPU path) the pixels are done on the device."""
     anonymiser = options.anonymiser()
+    if transfers is not None:
+        from stream import gpu
+
+        if options.mode != "synth":
+            return gpu.DeviceObscurer(anonymiser)
+        anonymiser = gpu.DeviceSynth(anonymiser.engine, anonymiser.secret, anonymiser.fallback, transfers)
     if options.mode != "synth" or options.keyframe_every == 1:
         return anonymiser
     return PropagatingSynth(anonymiser, every=options.keyframe_every, wait=not live)

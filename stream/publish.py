@@ -21,7 +21,7 @@ import numpy as np
 
 from stream.errors import OutputError, reason
 from stream.frame import Frame
-from stream.sink import add_h264, finish, partial_path
+from stream.sink import add_h264, finish, partial_path, video_picture
 
 AUDIO_RATE = 48000
 AUDIO_GAP_S = 0.1  # a longer hole in the audio (a lost source) is filled with silence
@@ -142,7 +142,7 @@ class LiveEncoderSink:
         if self.container is None and not self._reconnect():
             self.unsent += 1
             return
-        picture = av.VideoFrame.from_ndarray(frame.image, format="bgr24")
+        picture = video_picture(frame.image)
         picture.pts, picture.time_base = frame.pts, frame.time_base
         try:
             self.container.mux(self.video.encode(picture))

@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from stream.errors import OutputError, reason
 from stream.frame import Frame
@@ -44,6 +45,12 @@ def finish(container, encoders: list) -> None:
             container.mux(stream.encode(None))
     finally:
         container.close()
+
+
+def video_picture(image: np.ndarray) -> av.VideoFrame:
+    """A frame for the encoder: BGR, or the I420 planes (H*3/2 x W) the GPU path hands over
+    already in the encoder's pixel format."""
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="yuv420p" if image.ndim == 2 else "bgr24")
 
 
 class VideoFileSink:
@@ -83,7 +90,7 @@ class VideoFileSink:
         return self.container.add_stream_from_template(template)
 
     def write(self, frame: Frame) -> None:
-        picture = av.VideoFrame.from_ndarray(frame.image, format="bgr24")
+        picture = video_picture(frame.image)
         picture.pts = frame.pts
         picture.time_base = frame.time_base
         try:

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import av
-import numpy as np
 
 from stream.errors import MissingDependency, OutputError, reason
 from stream.frame import Frame
 from stream.live import CLOCK, CoverGaps, FrameSlot
+from stream.sink import video_picture
 
 try:
     from aiohttp import web
@@ -88,7 +88,7 @@ class _OutputTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame, self._frame = self._frame, None
-        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.image), format="bgr24")
+        picture = video_picture(frame.image)
         picture.pts = self._pts(frame)
         picture.time_base = CLOCK
         self.sent += 1

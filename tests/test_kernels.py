@@ -78,3 +78,29 @@ def test_warp_without_flow_repeats_edge_pixels_outside_the_source(device):
     shift = np.array([[[1, 0, -5], [0, 1, 0]]], np.float32)  # every sample left of the image
     out = back(warp(*on(device, src, shift), out_size=(2, 4)))
     np.testing.assert_array_equal(out[0, :, :, 0], [[1, 1, 1, 1], [4, 4, 4, 4]])
+
+
+def test_kernels_launched_from_two_threads_at_once_each_see_their_own_grid():
+    """The pipeline's stages launch kernels concurrently; on the CPU shim each launch
+    must keep its own thread and block indices."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    jobs = []
+    for size in (157, 211):
+        src = rng.uniform(0, 255, (4, size, size, 3)).astype(np.float32)
+        matrices = np.tile(np.float32([[0.9, 0.1, 1.0], [-0.1, 0.9, 2.0]]), (4, 1, 1))
+        jobs.append((src, matrices, warp_reference(src, matrices)))
+    failures = []
+
+    def work(src, matrices, expected):
+        for _ in range(10):
+            if not np.allclose(warp(src, matrices), expected, atol=2e-3):
+                failures.append(src.shape)
+
+    threads = [threading.Thread(target=work, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures
