@@ -31,5 +31,6 @@ static thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
+inline float __fmul_rn(float a, float b) { return a * b; }  // a product never fused into an FMA
 inline int __float2int_rn(float x) { return (int)std::nearbyint(x); }
 template <typename T> inline T __ldg(const T* p) { return *p; }
