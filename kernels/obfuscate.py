@@ -51,19 +51,9 @@ def face_regions(boxes, anonymiser: Anonymiser, height: int, width: int) -> list
     """The regions of the faces in ``boxes`` (N x 4 x1, y1, x2, y2) that reach the frame, in order."""
     regions = []
     for box in np.asarray(boxes, np.float32).reshape(-1, 4):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        face = max(x2 - x1, y2 - y1, 1.0)
-        half_w = (x2 - x1) / 2 + anonymiser.margin * (x2 - x1)
-        half_h = (y2 - y1) / 2 + anonymiser.margin * (y2 - y1)
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        reach = 1.0 + anonymiser.feather
-        left, right = int(np.floor(cx - half_w * reach)), int(np.ceil(cx + half_w * reach))
-        top, bottom = int(np.floor(cy - half_h * reach)), int(np.ceil(cy + half_h * reach))
-        left, top = max(left, 0), max(top, 0)
-        right, bottom = min(right, width), min(bottom, height)
-        if right <= left or bottom <= top or half_w <= 0 or half_h <= 0:
-            continue
-        regions.append(Region(left, top, right, bottom, cx, cy, max(half_w, 0.5), max(half_h, 0.5), face))
+        region = anonymiser.region(box, height, width)
+        if region is not None:
+            regions.append(Region(*region))
     return regions
 
 

@@ -52,8 +52,10 @@ class Anonymiser:
             self._obscure(out, box)
         return out
 
-    def _obscure(self, image: np.ndarray, box: np.ndarray) -> None:
-        height, width = image.shape[:2]
+    def region(self, box, height: int, width: int) -> tuple | None:
+        """Where a face's mask reaches, clipped to the frame, and its ellipse: (left, top,
+        right, bottom, cx, cy, half_w, half_h, face size); None if off the frame. The GPU
+        kernels (kernels/obfuscate.py) take the same regions."""
         x1, y1, x2, y2 = (float(v) for v in box)
         face = max(x2 - x1, y2 - y1, 1.0)
         half_w = (x2 - x1) / 2 + self.margin * (x2 - x1)
@@ -65,9 +67,16 @@ class Anonymiser:
         left, top = max(left, 0), max(top, 0)
         right, bottom = min(right, width), min(bottom, height)
         if right <= left or bottom <= top or half_w <= 0 or half_h <= 0:
+            return None
+        return left, top, right, bottom, cx, cy, max(half_w, 0.5), max(half_h, 0.5), face
+
+    def _obscure(self, image: np.ndarray, box: np.ndarray) -> None:
+        region = self.region(box, *image.shape[:2])
+        if region is None:
             return
+        left, top, right, bottom, cx, cy, half_w, half_h, face = region
         roi = image[top:bottom, left:right]
-        alpha = self._mask(left, top, right, bottom, cx, cy, max(half_w, 0.5), max(half_h, 0.5))
+        alpha = self._mask(left, top, right, bottom, cx, cy, half_w, half_h)
         hidden = self._hidden(roi, face)
         blended = roi.astype(np.float32) * (1 - alpha) + hidden.astype(np.float32) * alpha
         image[top:bottom, left:right] = np.rint(blended).astype(np.uint8)
