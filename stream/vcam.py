@@ -20,7 +20,6 @@ from contextlib import ExitStack
 import cv2
 import numpy as np
 
-from stream.anonymise import host_bgr
 from stream.errors import InputError, MissingDependency, OutputError
 from stream.frame import Frame
 from stream.graph import RunReport
@@ -110,7 +109,7 @@ class VirtualCameraSink:
     def write(self, frame: Frame) -> None:
         if self._camera is None:
             raise OutputError(f"virtual camera {self.device} is closed")
-        image = host_bgr(frame.image)
+        image = frame.image
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise OutputError(f"virtual camera {self.device} takes HxWx3 uint8 BGR frames, got shape {image.shape} of {image.dtype}")
         if image.shape[:2] != (self.height, self.width):
