@@ -116,15 +116,12 @@ class CountingPropagation(PropagatingSynth):
         self.residuals: list[float] = []  # for every face that had a keyframe to warp from
         self.tracks: set[int] = set()  # every track id it drew a face for
 
-    def _needs_keyframe(self, key, face, *rest) -> bool:
-        """Wraps the parent's test, whose arguments are (key, face, flow, cut), or
-        (key, face, grey, flow, cut) before aligned faces carried their grey crop."""
-        needed = super()._needs_keyframe(key, face, *rest)
+    def _needs_keyframe(self, key, face, flow_to, cut) -> bool:
+        """Wraps the parent's test and records why it fired, and every residual."""
+        needed = super()._needs_keyframe(key, face, flow_to, cut)
         self.tracks.add(face.track)
-        flow, cut = rest[-2], rest[-1]
-        grey = face.grey if hasattr(face, "grey") else rest[0]
-        if key is not None and flow is not None:
-            self.residuals.append(residual_error(key.grey, grey, flow[1]))
+        if key is not None:
+            self.residuals.append(residual_error(key.grey, face.grey, flow_to(face, key)))
         if needed:
             self.triggers[self._reason(key, face, cut)] += 1
         return needed

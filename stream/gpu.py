@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -57,7 +58,9 @@ class Transfers:
         with self._lock:
             self.downloads += 1
             self.downloaded_bytes += tensor.numel() * tensor.element_size()
-        return tensor.detach().cpu().numpy().copy()
+        array = tensor.detach().cpu().numpy()
+        # From a GPU, .cpu() already made the copy; a CPU tensor would still share memory.
+        return array.copy() if tensor.device.type == "cpu" else array
 
 
 class UploadStage:
@@ -165,7 +168,7 @@ class DeviceSynth(SynthAnonymiser):
         """Float BGR SIZExSIZEx3 crops, as align.crop cuts them (without its rounding)."""
         if not matrices:
             return []
-        inverses = np.stack([_invert(m) for m in matrices])
+        inverses = np.stack([cv2.invertAffineTransform(m) for m in matrices]).astype(np.float32)
         batch = preprocess(image, inverses, (align.SIZE, align.SIZE), 1.0, 0.0, False)
         return list(batch.permute(0, 2, 3, 1))
 
@@ -216,8 +219,3 @@ class DeviceSynth(SynthAnonymiser):
         small = F.interpolate(grey[None, None], size=(36, 64), mode="area")[0, 0]
         return self.transfers.download(small)
 
-
-def _invert(matrix: np.ndarray) -> np.ndarray:
-    """The 2x3 affine that undoes ``matrix`` (crop pixel -> frame pixel)."""
-    linear = np.linalg.inv(matrix[:, :2].astype(np.float64))
-    return np.hstack([linear, -linear @ matrix[:, 2:]]).astype(np.float32)

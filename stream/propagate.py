@@ -93,14 +93,21 @@ class PropagatingSynth:
         aligned, fallback = self.synth.align(image, faces)
         self._tracks = {face.track: self._tracks.get(face.track, _Track()) for face in aligned}  # forget the gone
 
-        requests, flows = [], {}
+        flows: dict[int, tuple[Keyframe, np.ndarray]] = {}
+
+        def flow_to(face: AlignedFace, key: Keyframe) -> np.ndarray:
+            """The face's flow to ``key``, measured at most once a frame, and only when asked."""
+            cached = flows.get(face.track)
+            if cached is None or cached[0] is not key:
+                cached = flows[face.track] = (key, self._flow(face.grey, key.grey))
+            return cached[1]
+
+        requests = []
         for face in aligned:
             track = self._tracks[face.track]
             if track.pending is not None and track.pending.collect():
                 track.current, track.pending = track.pending, None
-            if track.current is not None:
-                flows[face.track] = (track.current, self._flow(face.grey, track.current.grey))
-            if track.pending is None and self._needs_keyframe(track.current, face, flows.get(face.track), cut):
+            if track.pending is None and self._needs_keyframe(track.current, face, flow_to, cut):
                 track.pending = Keyframe(self.frame, face.grey, face.points, _scale(face.matrix), position=len(requests))
                 requests.append(face)
         if requests:
@@ -120,20 +127,19 @@ class PropagatingSynth:
                 continue
             flow = None
             if key.frame != self.frame:
-                cached = flows.get(face.track)
-                flow = cached[1] if cached is not None and cached[0] is key else self._flow(face.grey, key.grey)
+                flow = flow_to(face, key)
                 self.warped += 1
             draws.append((key.face, flow, face))
         return self.synth.cover(self.synth.composite(image, draws), faces, sorted(fallback))
 
-    def _needs_keyframe(self, key: Keyframe | None, face: AlignedFace, flow, cut: bool) -> bool:
+    def _needs_keyframe(self, key: Keyframe | None, face: AlignedFace, flow_to, cut: bool) -> bool:
         if key is None or cut or self.frame - key.frame >= self.every:
             return True
         nose_shift = np.linalg.norm(face.points[2] - key.points[2])
         growth = _scale(face.matrix) / key.scale
         if nose_shift > NOSE_SHIFT or not 1 / SCALE_CHANGE < growth < SCALE_CHANGE:
             return True
-        return residual_error(key.grey, face.grey, flow[1]) > self.residual
+        return residual_error(key.grey, face.grey, flow_to(face, key)) > self.residual
 
     def _flow(self, grey: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Per crop pixel, where it was in ``reference``: grey(p) ~ reference(p + flow(p))."""

@@ -134,6 +134,7 @@ class Generation:
 
     def __init__(self, futures: list[Future], count: int, to_crop=None):
         self._futures, self.count = futures, count
+        self._crops: list | None = None  # converted once, however many faces collect from it
         self._to_crop = to_crop or (lambda face: (face.transpose(1, 2, 0)[:, :, ::-1] + 1) * 127.5)
 
     def done(self) -> bool:
@@ -142,11 +143,13 @@ class Generation:
     def result(self, timeout: float | None = None) -> list[np.ndarray]:
         """SIZExSIZEx3 float BGR crops (0..255, not yet colour matched), in request order
         (numpy, or tensors on the device path)."""
-        faces = [face for f in self._futures for face in f.result(timeout)[0]]
-        # strict: a missing result is an error (the frame is then covered), never a raw face
-        if len(faces) != self.count:
-            raise RuntimeError(f"the generator returned {len(faces)} faces for {self.count}")
-        return [self._to_crop(face) for face in faces]
+        if self._crops is None:
+            faces = [face for f in self._futures for face in f.result(timeout)[0]]
+            # strict: a missing result is an error (the frame is then covered), never a raw face
+            if len(faces) != self.count:
+                raise RuntimeError(f"the generator returned {len(faces)} faces for {self.count}")
+            self._crops = [self._to_crop(face) for face in faces]
+        return self._crops
 
 
 class SynthAnonymiser:

@@ -196,12 +196,10 @@ def test_a_large_pose_or_scale_change_forces_a_new_keyframe(face, change):
     if change == "turn":
         frame_px = 1 / np.hypot(*align.similarity(landmarks[0])[0, :2])
         landmarks[0, 2, 0] += 1.5 * NOSE_SHIFT * frame_px  # the nose swings sideways
-        grown = image
     else:
         center = landmarks[0].mean(0)
         landmarks[0] = center + (landmarks[0] - center) * 1.6
-        grown = image
-    propagator.apply(grown, Faces(faces.boxes, faces.scores, landmarks, faces.track_ids, faces.detected))
+    propagator.apply(image, Faces(faces.boxes, faces.scores, landmarks, faces.track_ids, faces.detected))
     assert engine.calls == [1, 1]
 
 
