@@ -144,7 +144,7 @@ class CountingPropagation(PropagatingSynth):
         """After ``apply``: ("keyframe", 0) when generated on this frame, ("warped", frames
         since its keyframe), or ("pixelated", 0)."""
         track = self._tracks.get(int(faces.track_ids[index]))
-        if track is None or track.current is None:
+        if track is None or track.current is None or not synth_replaces(faces, index):
             return "pixelated", 0
         age = self.frame - track.current.frame
         return ("warped" if age else "keyframe"), age
@@ -785,8 +785,7 @@ def trigger_markdown(results: list[ClipResult]) -> list[str]:
             "Per propagated variant, over all frames of every quality clip: faces sent to the generator as a share of the faces "
             "drawn (keyframes + warped), and how many keyframes each trigger took (the first of `_needs_keyframe`'s tests that "
             'holds, in its order: new track, scene cut, interval, nose shift, scale, residual). "tracks": distinct track ids '
-            "given a face (summed over clips). A face that falls back to pixelation for a frame loses its track's state and "
-            'counts as a new track when it returns, so "new track" can exceed "tracks".'
+            "given a face (summed over clips). A face that falls back to pixelation for a frame keeps its track's keyframe."
         ),
         "",
         "| variant | clips | tracks | keyframes / faces drawn | " + " | ".join(REASONS) + " |",

@@ -91,7 +91,12 @@ class PropagatingSynth:
         self.frame += 1
         cut = self._scene_cut(image)
         aligned, fallback = self.synth.align(image, faces)
-        self._tracks = {face.track: self._tracks.get(face.track, _Track()) for face in aligned}  # forget the gone
+        # Forget the tracks the tracker dropped, but not one pixelated for a frame: it keeps
+        # its keyframe. Untracked faces (negative ids) are never carried to another frame.
+        here = {int(t) for t in faces.track_ids if t >= 0}
+        self._tracks = {track: state for track, state in self._tracks.items() if track in here}
+        for face in aligned:
+            self._tracks.setdefault(face.track, _Track())
 
         flows: dict[int, tuple[Keyframe, np.ndarray]] = {}
 

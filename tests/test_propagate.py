@@ -225,6 +225,30 @@ def test_a_returning_track_gets_a_fresh_keyframe(face):
     assert engine.calls == [1, 1]
 
 
+def test_a_face_pixelated_for_a_frame_keeps_its_keyframe(face):
+    """A coasting box the generated region cannot cover is pixelated for that frame; its
+    track is still there, so it must not cost a new keyframe when it is usable again."""
+    engine = TextureEngine()
+    propagator = PropagatingSynth(SynthAnonymiser(engine, secret=SECRET), every=100)
+    image, faces = face
+    propagator.apply(image, faces)
+    unusable = Faces(faces.boxes, faces.scores, np.full_like(faces.landmarks, np.nan), faces.track_ids, faces.detected)
+    pixelated = propagator.apply(image, unusable)
+    assert np.array_equal(pixelated, propagator.synth.fallback.apply(image, unusable))
+    propagator.apply(image, faces)
+    assert engine.calls == [1]
+
+
+def test_untracked_faces_are_never_carried_to_another_frame(face):
+    engine = TextureEngine()
+    propagator = PropagatingSynth(SynthAnonymiser(engine, secret=SECRET), every=100)
+    image, faces = face
+    untracked = with_tracks(faces, [-1])
+    propagator.apply(image, untracked)
+    propagator.apply(image, untracked)
+    assert engine.calls == [1, 1]
+
+
 def test_pixels_away_from_faces_are_unchanged_bit_for_bit(face):
     propagator = PropagatingSynth(SynthAnonymiser(TextureEngine(), secret=SECRET), every=4)
     for t in range(3):
