@@ -15,7 +15,7 @@ the original face's motion in between. This script measures both, on CPU, in one
    folder: ``stream.job.run_video`` end to end for blur, synth with keyframe_every=1 (the
    baseline) and each of ``--every``; then the anonymise stage alone, ``apply`` timed on
    pre-decoded frames with precomputed tracks (YuNet + ``stream.tracker.Tracker``) for each
-   interval with DIS MEDIUM and FAST; every run once per round, the best round reported (the
+   interval and the ``ALTERNATIVES``; every run once per round, the best round reported (the
    machine may be shared). Then a cProfile of a propagated run, and DIS alone per preset.
 2. Re-identification of the output faces by the independent judges of
    ``benchmarks/deid_quality.py`` (dlib ResNet and SFace, given the input's geometry): the
@@ -26,9 +26,9 @@ the original face's motion in between. This script measures both, on CPU, in one
    a crop around each face), mean absolute error inside the tracked face boxes, leaving out
    pixels that fail the input's forward-backward flow check (occlusions). The input's own
    error is the floor. Lower: less flicker.
-4. The defaults: keyframe interval, DIS preset (FAST vs MEDIUM) and residual threshold:
-   how often each keyframe trigger fires, and what each choice costs and gives (parts 2 and 3
-   run every variant, plus ``CANDIDATES`` and a zero-flow diagnostic, on every frame).
+4. The defaults: keyframe interval, DIS preset (FAST vs MEDIUM), residual threshold and
+   flow limit: how often each keyframe trigger fires, and what each choice costs and gives
+   (parts 2 and 3 run every interval of ``--every`` and the ``ALTERNATIVES``, on every frame).
 
 Needs the eval extra (dlib, face-recognition-models) for part 2, and ``../shared/data``.
 """
@@ -73,9 +73,12 @@ SINGLE_FACE = ("talking_head_", "selfie_portrait_")  # large single faces; the c
 FLOW_GROW = 0.5  # the temporal check's flow runs on the face box grown by this many face sizes per side
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward check (Sundaram et al. 2010): |f + b|^2 < a (|f|^2 + |b|^2) + b
 PRESETS = {"MEDIUM": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "FAST": cv2.DISOPTICAL_FLOW_PRESET_FAST}
-CANDIDATES = ((16, 16.0),)  # (interval, residual) with DIS FAST: measured beside the variants of one setting at a time
+DEFAULT_PRESET = next(name for name, preset in PRESETS.items() if preset == propagate.DIS_PRESET)
+# Other settings measured beside the defaults at the default interval: (preset, residual, flow limit).
+# The first is the previous default (k=8 then), the second the defaults without the flow limit.
+ALTERNATIVES = (("MEDIUM", 12.0, np.inf), (DEFAULT_PRESET, propagate.RESIDUAL, np.inf), ("MEDIUM", 12.0, propagate.FLOW_LIMIT))
 AGES = ((1, 3), (4, 7), (8, 15))  # buckets of frames since the keyframe, for warped faces
-REASONS = ("new track", "scene cut", "interval", "nose shift", "scale", "residual")
+REASONS = ("new track", "scene cut", "interval", "nose shift", "scale", "flow", "residual")
 
 
 def log(message: str) -> None:
@@ -94,13 +97,25 @@ def make_synth():
     return Options(mode="synth", secret=SECRET.decode(), progress=False).anonymiser()
 
 
-def propagating(synth, every: int, preset: str = "MEDIUM", residual: float = propagate.RESIDUAL, counting: bool = False):
-    """A PropagatingSynth (files: wait=True), its DIS preset swapped when not MEDIUM."""
+def propagating(synth, every: int, preset: str = DEFAULT_PRESET, residual: float = propagate.RESIDUAL,
+                flow_limit: float = propagate.FLOW_LIMIT, counting: bool = False):
+    """A PropagatingSynth (files: wait=True), with the DIS preset, residual and flow limit given."""
     cls = CountingPropagation if counting else PropagatingSynth
-    anonymiser = cls(synth, every=every, wait=True, residual=residual)
-    if preset != "MEDIUM":
-        anonymiser.flow = cv2.DISOpticalFlow_create(PRESETS[preset])
+    anonymiser = cls(synth, every=every, wait=True, residual=residual, flow_limit=flow_limit)
+    anonymiser.flow = cv2.DISOpticalFlow_create(PRESETS[preset])
     return anonymiser
+
+
+def variant(every: int, preset: str = DEFAULT_PRESET, residual: float = propagate.RESIDUAL, flow_limit: float = propagate.FLOW_LIMIT) -> str:
+    """A propagated variant's label: its interval, and whatever differs from the defaults."""
+    parts = [f"propagated k={every}"]
+    if preset != DEFAULT_PRESET:
+        parts.append(f"DIS {preset}")
+    if residual != propagate.RESIDUAL:
+        parts.append(f"residual {residual:g}")
+    if flow_limit != propagate.FLOW_LIMIT:
+        parts.append("no flow limit" if flow_limit == np.inf else f"flow limit {flow_limit:g}")
+    return ", ".join(parts)
 
 
 class CountingPropagation(PropagatingSynth):
@@ -114,6 +129,7 @@ class CountingPropagation(PropagatingSynth):
         super().__init__(*args, **kwargs)
         self.triggers: Counter = Counter()
         self.residuals: list[float] = []  # for every face that had a keyframe to warp from
+        self.displacements: list[float] = []  # the same faces' mean flow length
         self.tracks: set[int] = set()  # every track id it drew a face for
 
     def _needs_keyframe(self, key, face, flow_to, cut) -> bool:
@@ -122,6 +138,7 @@ class CountingPropagation(PropagatingSynth):
         self.tracks.add(face.track)
         if key is not None:
             self.residuals.append(residual_error(key.grey, face.grey, flow_to(face, key)))
+            self.displacements.append(propagate.displacement(flow_to(face, key)))
         if needed:
             self.triggers[self._reason(key, face, cut)] += 1
         return needed
@@ -138,6 +155,8 @@ class CountingPropagation(PropagatingSynth):
         growth = propagate._scale(face.matrix) / key.scale
         if not 1 / propagate.SCALE_CHANGE < growth < propagate.SCALE_CHANGE:
             return "scale"
+        if propagate.displacement(self._flow(face.grey, key.grey)) > self.flow_limit:
+            return "flow"
         return "residual"
 
     def status(self, faces, index: int) -> tuple[str, int]:
@@ -338,11 +357,9 @@ def speed(args, folder: Path, detector, lines: list[str]) -> None:
 
         frames = [(image, faces) for _, image, faces in tracked_frames(path, args.speed_frames, detector)]
         variants = [("synth k=1 (per frame)", lambda: synth)]
-        variants += [(f"propagated k={k}", lambda k=k: propagating(synth, k)) for k in args.every]
-        variants += [(f"propagated k={k}, DIS FAST", lambda k=k: propagating(synth, k, "FAST")) for k in args.every]
-        variants += [
-            (f"propagated k={k}, DIS FAST, residual {r:g}", lambda k=k, r=r: propagating(synth, k, "FAST", residual=r)) for k, r in CANDIDATES
-        ]
+        variants += [(variant(k), lambda k=k: propagating(synth, k)) for k in args.every]
+        variants += [(variant(8, *a), lambda a=a: propagating(synth, 8, *a)) for a in ALTERNATIVES[:1]]
+        variants += [(variant(propagate.KEYFRAME_EVERY, *a), lambda a=a: propagating(synth, propagate.KEYFRAME_EVERY, *a)) for a in ALTERNATIVES]
         iso_rows += isolated(name, frames, synth, variants, args.rounds)
         profiles.append((name, len(frames), *profile(name, frames, synth, propagate.KEYFRAME_EVERY)))
         dis[name] = dis_cost(name, frames, synth)
@@ -571,24 +588,10 @@ def quality_modes(synth, every: list[int], default: int) -> list[tuple[str, obje
         ("blur", Anonymiser(mode="blur"), False),
         ("synth k=1 (per frame)", synth, True),
     ]
-    modes += [(f"propagated k={k}", propagating(synth, k, counting=True), True) for k in every]
-    modes += [
-        (f"propagated k={default}, DIS FAST", propagating(synth, default, "FAST", counting=True), True),
-        (f"propagated k={default}, residual 8", propagating(synth, default, residual=8.0, counting=True), True),
-        (f"propagated k={default}, residual 20", propagating(synth, default, residual=20.0, counting=True), True),
-        *((f"propagated k={k}, DIS FAST", propagating(synth, k, "FAST", counting=True), True) for k, _ in CANDIDATES if k != default),
-        *((f"propagated k={k}, DIS FAST, residual {r:g}", propagating(synth, k, "FAST", residual=r, counting=True), True) for k, r in CANDIDATES),
-        (f"propagated k={default}, zero flow (diagnostic)", zero_flow(propagating(synth, default, counting=True)), True),
-    ]
+    modes += [(variant(k), propagating(synth, k, counting=True), True) for k in every]
+    modes += [(variant(8, *a), propagating(synth, 8, *a, counting=True), True) for a in ALTERNATIVES[:1]]
+    modes += [(variant(default, *a), propagating(synth, default, *a, counting=True), True) for a in ALTERNATIVES]
     return modes
-
-
-def zero_flow(anonymiser: PropagatingSynth) -> PropagatingSynth:
-    """A diagnostic: the keyframe's generated crop follows the current landmarks only (the
-    similarity alignment), with no residual flow; the residual test then sees the raw
-    difference of the aligned crops."""
-    anonymiser._flow = lambda grey, reference: np.zeros((*grey.shape, 2), np.float32)
-    return anonymiser
 
 
 def quality_clip(clip: str, args, detector, synth, judges: Judges) -> ClipResult:
@@ -784,7 +787,7 @@ def trigger_markdown(results: list[ClipResult]) -> list[str]:
         (
             "Per propagated variant, over all frames of every quality clip: faces sent to the generator as a share of the faces "
             "drawn (keyframes + warped), and how many keyframes each trigger took (the first of `_needs_keyframe`'s tests that "
-            'holds, in its order: new track, scene cut, interval, nose shift, scale, residual). "tracks": distinct track ids '
+            'holds, in its order: new track, scene cut, interval, nose shift, scale, flow, residual). "tracks": distinct track ids '
             "given a face (summed over clips). A face that falls back to pixelation for a frame keeps its track's keyframe."
         ),
         "",
@@ -823,6 +826,23 @@ def trigger_markdown(results: list[ClipResult]) -> list[str]:
             if not len(values):
                 continue
             shares = " | ".join(f"{100 * (values > t).mean():.1f}%" for t in (8, 12, 16, 20))
+            lines.append(
+                f"| {label} | {name} | {len(values)} | {np.percentile(values, 50):.1f} | {np.percentile(values, 90):.1f} | "
+                f"{np.percentile(values, 99):.1f} | {values.max():.1f} | {shares} |"
+            )
+    lines += [
+        "",
+        "Flow length (`propagate.displacement`: mean crop pixels the DIS flow moves the face by, in the 128 px crop), same faces:",
+        "",
+        "| variant | clips | faces | p50 | p90 | p99 | max | > 4 | > 6 | > 8 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in labels:
+        for name, rs in groups:
+            values = np.array([v for r in rs for v in r.modes[label].anonymiser.displacements])
+            if not len(values):
+                continue
+            shares = " | ".join(f"{100 * (values > t).mean():.1f}%" for t in (4, 6, 8))
             lines.append(
                 f"| {label} | {name} | {len(values)} | {np.percentile(values, 50):.1f} | {np.percentile(values, 90):.1f} | "
                 f"{np.percentile(values, 99):.1f} | {values.max():.1f} | {shares} |"

@@ -11,8 +11,14 @@ synthetic face moves, turns and talks with the person without the generator runn
 A track gets a new keyframe when it is new; every ``every`` frames at most; earlier
 when the warp stops explaining the original (the warped original keyframe crop differs
 from the current crop by more than ``residual`` grey levels inside the face: an
-occlusion, a turn the flow cannot follow), when the pose or scale changes a lot, and
-after a scene cut.
+occlusion, a turn the flow cannot follow), when the flow moves the face far from where
+the generator drew it, when the pose or scale changes a lot, and after a scene cut.
+
+Why the flow has a limit: the warp carries the original face's own motion (its
+expression, and where its features really are when the landmarks err) into the
+generated face. Measured on the crowd clip, warped faces were re-identified about twice
+as often as faces generated on the same frames, and the excess sat in the faces whose
+flow was large (benchmarks/PROPAGATION.md). Past ``FLOW_LIMIT`` a face is regenerated.
 
 Fail closed: the warp only moves generated pixels (the generator never saw the face it
 replaces), the face region is placed by the current frame's landmarks and must cover the
@@ -34,8 +40,10 @@ from stream.faces import Faces
 from stream.synth import AlignedFace, Generation, SynthAnonymiser, warp_crop
 
 # Chosen by measurement on the talking-head and crowd clips (benchmarks/PROPAGATION.md).
-KEYFRAME_EVERY = 8
-RESIDUAL = 12.0  # mean absolute grey-level error inside the face, warped keyframe vs now
+KEYFRAME_EVERY = 16
+RESIDUAL = 16.0  # mean absolute grey-level error inside the face, warped keyframe vs now
+FLOW_LIMIT = 6.0  # mean crop pixels the flow moves the face by (the crop is 128 px wide)
+DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # 4x cheaper than MEDIUM, and no more re-identifiable
 NOSE_SHIFT = 6.0  # crop pixels the nose may move relative to eyes and mouth (a turn or a nod)
 SCALE_CHANGE = 1.5  # the face grew or shrank this much: the keyframe's detail no longer fits
 SCENE_CUT = 40.0  # mean absolute grey difference of consecutive 64x36 thumbnails
@@ -76,11 +84,12 @@ class _Track:
 class PropagatingSynth:
     """Same surface as ``SynthAnonymiser`` but stateful: one per stream, frames in order."""
 
-    def __init__(self, synth: SynthAnonymiser, every: int = KEYFRAME_EVERY, *, wait: bool = True, residual: float = RESIDUAL):
+    def __init__(self, synth: SynthAnonymiser, every: int = KEYFRAME_EVERY, *, wait: bool = True, residual: float = RESIDUAL,
+                 flow_limit: float = FLOW_LIMIT):
         if every < 1:
             raise ValueError(f"keyframe interval must be at least 1 frame, got {every}")
-        self.synth, self.every, self.wait, self.residual = synth, every, wait, residual
-        self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.synth, self.every, self.wait, self.residual, self.flow_limit = synth, every, wait, residual, flow_limit
+        self.flow = cv2.DISOpticalFlow_create(DIS_PRESET)
         self._tracks: dict[int, _Track] = {}
         self._thumbnail: np.ndarray | None = None
         self.frame = -1
@@ -144,7 +153,8 @@ class PropagatingSynth:
         growth = _scale(face.matrix) / key.scale
         if nose_shift > NOSE_SHIFT or not 1 / SCALE_CHANGE < growth < SCALE_CHANGE:
             return True
-        return residual_error(key.grey, face.grey, flow_to(face, key)) > self.residual
+        flow = flow_to(face, key)
+        return displacement(flow) > self.flow_limit or residual_error(key.grey, face.grey, flow) > self.residual
 
     def _flow(self, grey: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Per crop pixel, where it was in ``reference``: grey(p) ~ reference(p + flow(p))."""
@@ -153,6 +163,11 @@ class PropagatingSynth:
     def _scene_cut(self, image) -> bool:
         previous, self._thumbnail = self._thumbnail, self.synth.thumbnail(image)
         return previous is not None and float(np.abs(self._thumbnail - previous).mean()) > SCENE_CUT
+
+
+def displacement(flow: np.ndarray) -> float:
+    """Mean length of the flow inside the face, in crop pixels."""
+    return float(np.hypot(*flow[_FACE].T).mean())
 
 
 def residual_error(reference: np.ndarray, grey: np.ndarray, flow: np.ndarray) -> float:

@@ -16,7 +16,7 @@ from engines.batching import BatchingEngine
 from stream.errors import InputError
 from stream.faces import Faces
 from stream.job import Options, stream_anonymiser
-from stream.propagate import NOSE_SHIFT, PropagatingSynth
+from stream.propagate import DIS_PRESET, FLOW_LIMIT, NOSE_SHIFT, PropagatingSynth
 from stream.synth import SynthAnonymiser, warp_crop
 from tests.test_synth import SECRET, face_interior, outside_blend_region, photo, with_tracks
 
@@ -131,7 +131,7 @@ def test_motion_the_landmarks_miss_is_followed_by_the_flow():
     opened, expected = original.copy(), generated.copy()
     opened[72:120, 30:98] = original[lower]  # the lower face moves down by 2 pixels
     expected[72:120, 30:98] = generated[lower]
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(
+    flow = cv2.DISOpticalFlow_create(DIS_PRESET).calc(
         opened.astype(np.uint8), original.astype(np.uint8), None
     )
     warped = warp_crop(generated, flow)
@@ -200,6 +200,22 @@ def test_a_large_pose_or_scale_change_forces_a_new_keyframe(face, change):
         center = landmarks[0].mean(0)
         landmarks[0] = center + (landmarks[0] - center) * 1.6
     propagator.apply(image, Faces(faces.boxes, faces.scores, landmarks, faces.track_ids, faces.detected))
+    assert engine.calls == [1, 1]
+
+
+def test_a_flow_that_moves_the_face_far_forces_a_new_keyframe(face):
+    """The head moves but its landmarks do not (they erred on one frame or the other): a
+    small miss is warped away, a large one is regenerated rather than dragged along."""
+    engine = TextureEngine()
+    propagator = PropagatingSynth(SynthAnonymiser(engine, secret=SECRET), every=100, residual=1e9)
+    image, faces = face
+    frame_px = 1 / np.hypot(*align.similarity(faces.landmarks[0])[0, :2])
+    propagator.apply(image, faces)
+    shifted, _ = moved(image, faces, 0.4 * FLOW_LIMIT * frame_px)
+    propagator.apply(shifted, faces)
+    assert engine.calls == [1]
+    shifted, _ = moved(image, faces, 2 * FLOW_LIMIT * frame_px)
+    propagator.apply(shifted, faces)
     assert engine.calls == [1, 1]
 
 
