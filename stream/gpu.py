@@ -75,17 +75,18 @@ class UploadStage:
 
 class DownloadStage:
     """Back to the host as I420 (what H.264 and VP8 encoders take): one copy of 1.5 bytes
-    a pixel. A frame with an odd side has no 4:2:0 form and comes back as BGR."""
+    a pixel. A frame with an odd side has no 4:2:0 form and comes back as BGR, as every
+    frame does for a sink that takes BGR only (``i420=False``: the virtual camera)."""
 
     name = "download"
 
-    def __init__(self, transfers: Transfers):
-        self.transfers = transfers
+    def __init__(self, transfers: Transfers, *, i420: bool = True):
+        self.transfers, self.i420 = transfers, i420
 
     def process(self, frame: Frame) -> Frame:
         image = frame.image
         height, width = image.shape[:2]
-        if height % 2 or width % 2:
+        if not self.i420 or height % 2 or width % 2:
             return frame.replace(image=self.transfers.download(image))
         planes = torch.empty(height * width * 3 // 2, dtype=torch.uint8, device=image.device)
         luma, chroma = height * width, height * width // 4

@@ -152,9 +152,10 @@ def _check_paths(input_path: str, output_path: str) -> None:
         raise OutputError(f"cannot write {output_path}: it is a folder")
 
 
-def build_stages(options: Options, detector: Detector, fps: float, cleanup: ExitStack, *, live: bool = False) -> list:
+def build_stages(options: Options, detector: Detector, fps: float, cleanup: ExitStack, *, live: bool = False, i420: bool = True) -> list:
     """Detect, track, (backfill), (audit), anonymise. Live runs do not backfill: it
-    would hold frames back and add its whole window to the latency."""
+    would hold frames back and add its whole window to the latency. ``i420``: frames on
+    the device come back as I420 (False: BGR, for a sink that takes nothing else)."""
     resident = options.device == "cuda" if options.frames_on_device is None else options.frames_on_device
     if resident:
         from stream import gpu
@@ -176,7 +177,7 @@ def build_stages(options: Options, detector: Detector, fps: float, cleanup: Exit
         stages.append(audit)
     stages.append(AnonymiseStage(stream_anonymiser(options, live=live, transfers=transfers if resident else None)))
     if resident:
-        stages.append(gpu.DownloadStage(transfers))
+        stages.append(gpu.DownloadStage(transfers, i420=i420))
     return stages
 
 
@@ -245,7 +246,7 @@ def run_live(source, sink, options: Options, detector: Detector, *, log=print) -
     always closed. Prints capture-to-output latency and drops at the end, and every
     few seconds with ``options.verbose``."""
     with ExitStack() as cleanup:
-        stages = build_stages(options, detector, float(getattr(source, "rate", 30)), cleanup, live=True)
+        stages = build_stages(options, detector, float(getattr(source, "rate", 30)), cleanup, live=True, i420=getattr(sink, "takes_i420", True))
         last_report = [time.monotonic()]
         graph = None
 

@@ -76,6 +76,8 @@ class VirtualCameraSink:
     the call.
     """
 
+    takes_i420 = False  # the camera is opened for BGR: the GPU path downloads BGR for it
+
     def __init__(
         self,
         width: int,

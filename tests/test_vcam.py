@@ -140,6 +140,30 @@ def test_every_frame_the_virtual_camera_gets_is_anonymised_bgr_and_camera_sized(
     assert leaked == 0
 
 
+def test_frames_kept_on_the_device_reach_the_camera_as_bgr(example_clip, gate, yunet):
+    """The GPU path hands encoders I420; the camera takes BGR only, so it gets BGR
+    (here on torch CPU tensors, through the kernels' CPU shim)."""
+    pytest.importorskip("torch")
+    clip, _ = example_clip
+    recorder = Recorder()
+    source = Stamped(LiveSource(str(clip), realtime=False, log=quiet))
+    sink = VirtualCameraSink(640, 360, float(source.rate), camera=recorder, log=quiet)
+    try:
+        report = run_live(source, sink, Options(progress=False, mode="blur", frames_on_device=True), yunet, log=quiet)
+    finally:
+        source.source.close()
+    camera = recorder.last
+    assert report.failed_frames == 0 and len(camera.frames) == report.frames > 0
+    found = leaked = 0
+    for _, received in camera.frames:
+        assert received.shape == (360, 640, 3)
+        assert (received[PATCH] == RED).all(), "BGR, not another layout"
+        faces = gate.detect(source.inputs[timecode.read(received)])
+        found += len(faces)
+        leaked += len(leaked_faces(faces, received, gate))
+    assert found >= 5 and leaked == 0, (report.frames, found, leaked)
+
+
 def test_the_sink_sends_the_image_unchanged_in_bgr_order():
     recorder = Recorder()
     image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), np.uint8)
