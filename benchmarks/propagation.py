@@ -68,8 +68,9 @@ SPEED_CLIPS = (
 )
 QUALITY_CLIPS = (
     "talking_head_d0", "talking_head_d3", "talking_head_d10", "talking_head_d13", "selfie_portrait_1080x608", "crowd_arcade_1080p",
+    "stage_audience_360p",
 )  # fmt: skip
-SINGLE_FACE = ("talking_head_", "selfie_portrait_")  # large single faces; the crowd is reported apart
+SINGLE_FACE = ("talking_head_", "selfie_portrait_")  # large single faces; each multi-face clip is reported apart
 FLOW_GROW = 0.5  # the temporal check's flow runs on the face box grown by this many face sizes per side
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward check (Sundaram et al. 2010): |f + b|^2 < a (|f|^2 + |b|^2) + b
 PRESETS = {"MEDIUM": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "FAST": cv2.DISOPTICAL_FLOW_PRESET_FAST}
@@ -645,19 +646,30 @@ def sface_vectors(judges: Judges, crops: dict) -> dict:
     return dict(zip(keys, vectors))
 
 
-def reid_rates(judges: Judges, results: list[ClipResult], label: str, keys, select=None) -> tuple[str, str, int]:
+def reid_rates(judges: Judges, results: list[ClipResult], label: str | None, keys, select=None, others: bool = False) -> tuple[str, str, int]:
     """Same-frame re-identification (dlib, SFace) of ``label``'s faces in ``keys`` for which
-    ``select(mode, key)`` holds (None: all)."""
+    ``select(mode, key)`` holds (None: all); ``label`` None: the input's own faces.
+
+    ``others``: the chance level instead: each face against every *other* judged person's
+    input face in the same frame. Where the judges cannot tell people apart (small faces),
+    this is as high as the same-person rate, and a same-person rate is only a leak above it."""
     dlib_hits = sface_hits = total = 0
     for r in results:
-        mode = r.modes[label]
+        mode = r.modes[label] if label is not None else None
         for key in keys:
-            if key not in mode.faces or (select is not None and not select(mode, key)):
+            if key not in r.originals:
                 continue
-            _, vector, _ = mode.faces[key]
-            total += 1
-            dlib_hits += dlib_match(judges, vector, r.originals[key][0])
-            sface_hits += sface_match(judges, mode.sface[key], r.original_sface[key])
+            if mode is None:
+                vector, sface = r.originals[key][0], r.original_sface[key]
+            elif key not in mode.faces or (select is not None and not select(mode, key)):
+                continue
+            else:
+                vector, sface = mode.faces[key][1], mode.sface[key]
+            against = [k for k in r.originals if k[:2] == key[:2] and k != key] if others else [key]
+            for other in against:
+                total += 1
+                dlib_hits += dlib_match(judges, vector, r.originals[other][0])
+                sface_hits += sface_match(judges, sface, r.original_sface[other])
     return percent(dlib_hits, total), percent(sface_hits, total), total
 
 
@@ -685,8 +697,8 @@ def quality(args, detector, lines: list[str]) -> None:
 
 def reid_markdown(judges: Judges, results: list[ClipResult], args) -> list[str]:
     single = [r for r in results if r.clip.startswith(SINGLE_FACE)]
-    crowd = [r for r in results if not r.clip.startswith(SINGLE_FACE)]
-    sets = [(f"single-face clips ({', '.join(r.clip for r in single)})", single), (", ".join(r.clip for r in crowd), crowd), ("all", results)]
+    crowds = [r for r in results if not r.clip.startswith(SINGLE_FACE)]  # apart: the judges' power differs by resolution
+    sets = [(f"single-face clips ({', '.join(r.clip for r in single)})", single), *((r.clip, [r]) for r in crowds), ("all", results)]
     sets = [(name, rs) for name, rs in sets if rs]
     judged_modes = [m.label for m in results[0].modes.values() if m.judged] if results else []
     lines = [
@@ -702,12 +714,16 @@ def reid_markdown(judges: Judges, results: list[ClipResult], args) -> list[str]:
             "frames in between); groups: *keyframe* = the face was generated on this frame, *warped* = drawn from an earlier "
             'keyframe (split by frames since that keyframe), *pixelated* = synth\'s fallback. "paired" rows: per-frame synth on '
             "exactly the faces a propagated variant warped (same frames, same track ids, so the same synthetic identity). "
-            "Target (DEID.md): under 5%."
+            "Target (DEID.md): under 5%. *another person* rows: the chance level, the same faces matched against every other "
+            "judged person's input face in the same frame (pairs counted); the first row is the judges' own false matches "
+            "between input faces. A same-person rate at or under its chance level says the judge cannot tell who it is."
         ),
         "",
         "| output | group | " + " | ".join(f"{name}: dlib | SFace" for name, _ in sets) + " |",
         "|---|---|" + "---:|---:|" * len(sets),
     ]
+    cells = [reid_rates(judges, rs, None, [k for r in rs for k in r.originals], others=True) for _, rs in sets]
+    lines.append("| input | another person | " + " | ".join(f"{d} | {s}" for d, s, _ in cells) + " |")
     groups = [
         ("all", None),
         ("keyframe", lambda m, k: m.faces[k][0] == "keyframe"),
@@ -730,6 +746,9 @@ def reid_markdown(judges: Judges, results: list[ClipResult], args) -> list[str]:
             if select is not None and all(n == 0 for *_, n in cells):
                 continue
             lines.append(f"| {label} | {group} | " + " | ".join(f"{d} | {s}" for d, s, _ in cells) + " |")
+            if group in ("all", "warped"):
+                cells = [reid_rates(judges, rs, label, [k for r in rs for k in r.originals], select, others=True) for _, rs in sets]
+                lines.append(f"| {label} | {group}, another person | " + " | ".join(f"{d} | {s}" for d, s, _ in cells) + " |")
     for label in judged_modes:
         if not label.startswith("propagated"):
             continue
@@ -796,7 +815,7 @@ def trigger_markdown(results: list[ClipResult]) -> list[str]:
     ]
     groups = [
         ("single-face", [r for r in results if r.clip.startswith(SINGLE_FACE)]),
-        ("crowd", [r for r in results if not r.clip.startswith(SINGLE_FACE)]),
+        *((r.clip, [r]) for r in results if not r.clip.startswith(SINGLE_FACE)),
     ]
     for label in labels:
         for name, rs in groups:
