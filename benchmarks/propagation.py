@@ -836,37 +836,33 @@ def trigger_markdown(results: list[ClipResult]) -> list[str]:
             "for another reason; the share above each threshold is how often that threshold alone would call a keyframe:"
         ),
         "",
-        "| variant | clips | faces | p50 | p90 | p99 | max | > 8 | > 12 | > 16 | > 20 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label in labels:
-        for name, rs in groups:
-            values = np.array([v for r in rs for v in r.modes[label].anonymiser.residuals])
-            if not len(values):
-                continue
-            shares = " | ".join(f"{100 * (values > t).mean():.1f}%" for t in (8, 12, 16, 20))
-            lines.append(
-                f"| {label} | {name} | {len(values)} | {np.percentile(values, 50):.1f} | {np.percentile(values, 90):.1f} | "
-                f"{np.percentile(values, 99):.1f} | {values.max():.1f} | {shares} |"
-            )
+    lines += distribution_table(labels, groups, "residuals", (8, 12, 16, 20))
     lines += [
         "",
         "Flow length (`propagate.displacement`: mean crop pixels the DIS flow moves the face by, in the 128 px crop), same faces:",
         "",
-        "| variant | clips | faces | p50 | p90 | p99 | max | > 4 | > 6 | > 8 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += distribution_table(labels, groups, "displacements", (4, 6, 8))
+    return lines + [""]
+
+
+def distribution_table(labels: list[str], groups: list, attribute: str, thresholds: tuple) -> list[str]:
+    """Percentiles of one per-face figure a ``CountingPropagation`` records, and the share
+    of faces above each threshold, per variant and clip group."""
+    lines = [
+        "| variant | clips | faces | p50 | p90 | p99 | max | " + " | ".join(f"> {t}" for t in thresholds) + " |",
+        "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(thresholds),
     ]
     for label in labels:
         for name, rs in groups:
-            values = np.array([v for r in rs for v in r.modes[label].anonymiser.displacements])
+            values = np.array([v for r in rs for v in getattr(r.modes[label].anonymiser, attribute)])
             if not len(values):
                 continue
-            shares = " | ".join(f"{100 * (values > t).mean():.1f}%" for t in (4, 6, 8))
-            lines.append(
-                f"| {label} | {name} | {len(values)} | {np.percentile(values, 50):.1f} | {np.percentile(values, 90):.1f} | "
-                f"{np.percentile(values, 99):.1f} | {values.max():.1f} | {shares} |"
-            )
-    return lines + [""]
+            shares = " | ".join(f"{100 * (values > t).mean():.1f}%" for t in thresholds)
+            p50, p90, p99 = np.percentile(values, [50, 90, 99])
+            lines.append(f"| {label} | {name} | {len(values)} | {p50:.1f} | {p90:.1f} | {p99:.1f} | {values.max():.1f} | {shares} |")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------

@@ -131,9 +131,7 @@ def test_motion_the_landmarks_miss_is_followed_by_the_flow():
     opened, expected = original.copy(), generated.copy()
     opened[72:120, 30:98] = original[lower]  # the lower face moves down by 2 pixels
     expected[72:120, 30:98] = generated[lower]
-    flow = cv2.DISOpticalFlow_create(DIS_PRESET).calc(
-        opened.astype(np.uint8), original.astype(np.uint8), None
-    )
+    flow = cv2.DISOpticalFlow_create(DIS_PRESET).calc(opened.astype(np.uint8), original.astype(np.uint8), None)
     warped = warp_crop(generated, flow)
     check = np.s_[80:110, 40:88]
     assert np.abs(warped[check] - expected[check]).mean() < 0.5 * np.abs(generated[check] - expected[check]).mean()
