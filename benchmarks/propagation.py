@@ -78,7 +78,8 @@ DEFAULT_PRESET = next(name for name, preset in PRESETS.items() if preset == prop
 # Other settings measured beside the defaults at the default interval: (preset, residual, flow limit).
 # The first is the previous default (k=8 then), the second the defaults without the flow limit.
 ALTERNATIVES = (("MEDIUM", 12.0, np.inf), (DEFAULT_PRESET, propagate.RESIDUAL, np.inf), ("MEDIUM", 12.0, propagate.FLOW_LIMIT))
-AGES = ((1, 3), (4, 7), (8, 15))  # buckets of frames since the keyframe, for warped faces
+AGES = ((1, 3), (4, 7), (8, 15))
+OTHER_FRAMES_GAP = 10  # frames between a face and the input faces it is compared with across the clip  # buckets of frames since the keyframe, for warped faces
 REASONS = ("new track", "scene cut", "interval", "nose shift", "scale", "flow", "residual")
 
 
@@ -573,6 +574,7 @@ class ClipResult:
     modes: dict = field(default_factory=dict)  # label -> Mode
     originals: dict = field(default_factory=dict)  # key -> (dlib vector, SFace crop)
     original_sface: dict = field(default_factory=dict)  # key -> SFace embedding
+    tracks: dict = field(default_factory=dict)  # key -> track id
 
 
 def identity(judges: Judges, image: np.ndarray, where) -> tuple[np.ndarray, np.ndarray]:
@@ -615,6 +617,7 @@ def quality_clip(clip: str, args, detector, synth, judges: Judges) -> ClipResult
         places = {i: geometry(judges, image, faces, i) for i in judged}
         for i, where in places.items():
             result.originals[(clip, index, i)] = identity(judges, image, where)
+            result.tracks[(clip, index, i)] = int(faces.track_ids[i])
         result.judged_faces += len(judged)
         for mode in modes:
             output = image if mode.anonymiser is None else mode.anonymiser.apply(image, faces)
@@ -691,6 +694,7 @@ def quality(args, detector, lines: list[str]) -> None:
         for mode in r.modes.values():
             mode.sface = sface_vectors(judges, {k: v[2] for k, v in mode.faces.items()})
     lines += reid_markdown(judges, results, args)
+    lines += other_frames_markdown(judges, results)
     lines += temporal_markdown(results)
     lines += trigger_markdown(results)
 
@@ -758,6 +762,63 @@ def reid_markdown(judges: Judges, results: list[ClipResult], args) -> list[str]:
             d, s, _ = reid_rates(judges, rs, "synth k=1 (per frame)", keys)
             cells.append(f"{d} | {s}")
         lines.append(f"| synth k=1, on the faces {label} warped | paired | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def other_frame_matches(judges: Judges, r: ClipResult, label: str | None, select=None) -> np.ndarray:
+    """Match counts [pairs, dlib, SFace] of ``label``'s faces (None: the input's) against
+    the input faces at least OTHER_FRAMES_GAP frames away: [same track, other tracks]."""
+    keys = list(r.originals)
+    mode = r.modes[label] if label is not None else None
+    probes = [k for k in keys if mode is None or (k in mode.faces and (select is None or select(mode, k)))]
+    counts = np.zeros((2, 3), int)
+    if not probes:
+        return counts
+    gallery_dlib = np.stack([r.originals[k][0] for k in keys])
+    gallery_sface = np.stack([r.original_sface[k] for k in keys])
+    frames, tracks = np.array([k[1] for k in keys]), np.array([r.tracks[k] for k in keys])
+    for key in probes:
+        vector, sface = (r.originals[key][0], r.original_sface[key]) if mode is None else (mode.faces[key][1], mode.sface[key])
+        far = np.abs(frames - key[1]) >= OTHER_FRAMES_GAP
+        dlib_hits = np.linalg.norm(gallery_dlib - vector, axis=1) < judges.dlib_threshold
+        sface_hits = gallery_sface @ sface > judges.sface_threshold
+        for row, pick in enumerate((far & (tracks == r.tracks[key]), far & (tracks != r.tracks[key]))):
+            counts[row] += (int(pick.sum()), int((dlib_hits & pick).sum()), int((sface_hits & pick).sum()))
+    return counts
+
+
+def other_frames_markdown(judges: Judges, results: list[ClipResult]) -> list[str]:
+    """Re-identification across frames: whether a face is recognised as its person, not
+    only matched to the exact frame it replaced."""
+    single = [r for r in results if r.clip.startswith(SINGLE_FACE)]
+    sets = [("single-face clips", single), *((r.clip, [r]) for r in results if not r.clip.startswith(SINGLE_FACE))]
+    sets = [(name, rs) for name, rs in sets if rs]
+    judged_modes = [m.label for m in results[0].modes.values() if m.judged] if results else []
+    lines = [
+        "### Across frames: the same person elsewhere in the clip",
+        "",
+        (
+            f"The same judged faces, each against every judged input face at least {OTHER_FRAMES_GAP} frames away in its clip: "
+            "*same person* = that face's own track (the recogniser would link the output to this person), *chance* = other "
+            "tracks. Pairs counted. The input row is the judges' own power: how often they link a person's faces across the "
+            "clip. The same-frame rates above also carry what one frame shares with its replacement (pose, expression, "
+            "light, the judge's alignment); these do not."
+        ),
+        "",
+        "| output | group | " + " | ".join(f"{name}: same person, dlib | SFace | chance, dlib | SFace" for name, _ in sets) + " |",
+        "|---|---|" + "---:|---:|---:|---:|" * len(sets),
+    ]
+    rows = [("input", None, "all", None)]
+    for label in judged_modes:
+        rows.append((label, label, "all", None))
+        if label.startswith("propagated"):
+            rows.append((label, label, "warped", lambda m, k: m.faces[k][0] == "warped"))
+    for name, label, group, select in rows:
+        cells = []
+        for _, rs in sets:
+            counts = sum(other_frame_matches(judges, r, label, select) for r in rs)
+            cells += [percent(counts[row][column], counts[row][0]) for row in (0, 1) for column in (1, 2)]
+        lines.append(f"| {name} | {group} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
