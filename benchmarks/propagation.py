@@ -699,12 +699,22 @@ def quality(args, detector, lines: list[str]) -> None:
     lines += trigger_markdown(results)
 
 
-def reid_markdown(judges: Judges, results: list[ClipResult], args) -> list[str]:
+def clip_sets(results: list[ClipResult], named: bool = True) -> list[tuple[str, list[ClipResult]]]:
+    """The single-face clips together, each multi-face clip apart (the judges' power differs
+    by resolution); ``named``: the single-face clips' names in their set's name."""
     single = [r for r in results if r.clip.startswith(SINGLE_FACE)]
-    crowds = [r for r in results if not r.clip.startswith(SINGLE_FACE)]  # apart: the judges' power differs by resolution
-    sets = [(f"single-face clips ({', '.join(r.clip for r in single)})", single), *((r.clip, [r]) for r in crowds), ("all", results)]
-    sets = [(name, rs) for name, rs in sets if rs]
-    judged_modes = [m.label for m in results[0].modes.values() if m.judged] if results else []
+    name = f"single-face clips ({', '.join(r.clip for r in single)})" if named else "single-face clips"
+    sets = [(name, single), *((r.clip, [r]) for r in results if not r.clip.startswith(SINGLE_FACE))]
+    return [(name, rs) for name, rs in sets if rs]
+
+
+def judged_labels(results: list[ClipResult]) -> list[str]:
+    return [m.label for m in results[0].modes.values() if m.judged] if results else []
+
+
+def reid_markdown(judges: Judges, results: list[ClipResult], args) -> list[str]:
+    sets = [*clip_sets(results), ("all", results)]
+    judged_modes = judged_labels(results)
     lines = [
         "## Re-identification: keyframes vs warped faces",
         "",
@@ -790,10 +800,8 @@ def other_frame_matches(judges: Judges, r: ClipResult, label: str | None, select
 def other_frames_markdown(judges: Judges, results: list[ClipResult]) -> list[str]:
     """Re-identification across frames: whether a face is recognised as its person, not
     only matched to the exact frame it replaced."""
-    single = [r for r in results if r.clip.startswith(SINGLE_FACE)]
-    sets = [("single-face clips", single), *((r.clip, [r]) for r in results if not r.clip.startswith(SINGLE_FACE))]
-    sets = [(name, rs) for name, rs in sets if rs]
-    judged_modes = [m.label for m in results[0].modes.values() if m.judged] if results else []
+    sets = clip_sets(results, named=False)
+    judged_modes = judged_labels(results)
     lines = [
         "### Across frames: the same person elsewhere in the clip",
         "",
