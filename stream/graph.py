@@ -62,6 +62,7 @@ class RunReport:
     wall_s: float = 0.0  # set at the end of the run
     started: float = field(default_factory=time.perf_counter)
     latency: LatencyLog = field(default_factory=LatencyLog)
+    transfers: object = None  # the GPU path's host <-> device copies (stream.gpu.Transfers), counted
 
     @property
     def fps(self) -> float:

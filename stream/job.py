@@ -65,7 +65,6 @@ class Options:
     verbose: bool = False
 
     _anonymiser: object = field(default=None, init=False, repr=False, compare=False)
-    transfers: object = field(default=None, init=False, repr=False, compare=False)  # the GPU path's copy counts
 
     def anonymiser(self):
         """The run's one anonymiser (stateless, shared by its graphs); a bad mode fails here."""
@@ -152,16 +151,17 @@ def _check_paths(input_path: str, output_path: str) -> None:
         raise OutputError(f"cannot write {output_path}: it is a folder")
 
 
-def build_stages(options: Options, detector: Detector, fps: float, cleanup: ExitStack, *, live: bool = False, i420: bool = True) -> list:
-    """Detect, track, (backfill), (audit), anonymise. Live runs do not backfill: it
-    would hold frames back and add its whole window to the latency. ``i420``: frames on
-    the device come back as I420 (False: BGR, for a sink that takes nothing else)."""
+def build_stages(options: Options, detector: Detector, fps: float, cleanup: ExitStack, *, live: bool = False, i420: bool = True):
+    """Detect, track, (backfill), (audit), anonymise, and the counter of host <-> device
+    copies (None off the GPU path). Live runs do not backfill: it would hold frames back
+    and add its whole window to the latency. ``i420``: frames on the device come back as
+    I420 (False: BGR, for a sink that takes nothing else)."""
     resident = options.device == "cuda" if options.frames_on_device is None else options.frames_on_device
+    transfers = None
     if resident:
         from stream import gpu
 
         transfers = gpu.Transfers(options.device)
-        options.transfers = transfers  # the benchmark reads the copies from here
         detector = gpu.DeviceDetector(detector, transfers)
     stages = [
         DetectStage(detector, every=options.detect_every),
@@ -175,10 +175,10 @@ def build_stages(options: Options, detector: Detector, fps: float, cleanup: Exit
         audit = AuditStage(options.audit)
         cleanup.callback(audit.close)
         stages.append(audit)
-    stages.append(AnonymiseStage(stream_anonymiser(options, live=live, transfers=transfers if resident else None)))
+    stages.append(AnonymiseStage(stream_anonymiser(options, live=live, transfers=transfers)))
     if resident:
         stages.append(gpu.DownloadStage(transfers, i420=i420))
-    return stages
+    return stages, transfers
 
 
 def stream_anonymiser(options: Options, *, live: bool = False, transfers=None):
@@ -207,7 +207,7 @@ def run_video(input_path, output_path, options: Options, detector: Detector, *, 
             output_path, width=first.width, height=first.height,
             rate=source.rate, time_base=source.time_base, audio=source.audio,
         )  # fmt: skip
-        stages = build_stages(options, detector, float(source.rate), cleanup)
+        stages, transfers = build_stages(options, detector, float(source.rate), cleanup)
         summary = Summary()
         bar = cleanup.enter_context(
             tqdm(total=source.frame_count, unit="frame", disable=not options.progress, desc=Path(str(input_path)).name, file=sys.stderr)
@@ -221,6 +221,7 @@ def run_video(input_path, output_path, options: Options, detector: Detector, *, 
             itertools.chain([first], frames), stages, sink,
             cover=cover_whole_frame, stage_timeout=options.stage_timeout, on_frame=on_frame,
         )  # fmt: skip
+        graph.report.transfers = transfers
         try:
             report = graph.run()
         except BaseException as error:
@@ -232,8 +233,17 @@ def run_video(input_path, output_path, options: Options, detector: Detector, *, 
         f"veil: wrote {output_path}: {report.frames} frames in {report.wall_s:.1f} s ({report.fps:.1f} fps); "
         f"{summary.faces} face boxes in {len(summary.track_ids)} tracks anonymised"
     )
+    if transfers is not None and report.frames:
+        log(_copies_line(transfers, report.frames))
     log(report.latency.table())
     return report
+
+
+def _copies_line(transfers, frames: int) -> str:
+    return (
+        f"host -> device: {transfers.uploads / frames:.1f} copies, {transfers.uploaded_bytes / frames / 1024:.0f} KiB a frame; "
+        f"device -> host: {transfers.downloads / frames:.1f} copies, {transfers.downloaded_bytes / frames / 1024:.0f} KiB a frame"
+    )
 
 
 LIVE_REPORT_EVERY_S = 5.0
@@ -246,7 +256,7 @@ def run_live(source, sink, options: Options, detector: Detector, *, log=print) -
     always closed. Prints capture-to-output latency and drops at the end, and every
     few seconds with ``options.verbose``."""
     with ExitStack() as cleanup:
-        stages = build_stages(options, detector, float(getattr(source, "rate", 30)), cleanup, live=True, i420=getattr(sink, "takes_i420", True))
+        stages, transfers = build_stages(options, detector, float(getattr(source, "rate", 30)), cleanup, live=True, i420=getattr(sink, "takes_i420", True))
         last_report = [time.monotonic()]
         graph = None
 
@@ -261,12 +271,15 @@ def run_live(source, sink, options: Options, detector: Detector, *, log=print) -
             stage_timeout=options.stage_timeout, target_delay=options.target_delay_s,
             max_in_flight=LIVE_IN_FLIGHT, on_frame=on_frame,
         )  # fmt: skip
+        graph.report.transfers = transfers
         try:
             graph.run()
         except KeyboardInterrupt:
             log("veil: stopping")
         finally:
             log(_live_line(graph.report, source))
+            if transfers is not None and graph.report.frames:
+                log(_copies_line(transfers, graph.report.frames))
             log(graph.report.latency.table())
     return graph.report
 

@@ -15,14 +15,14 @@ from stream.errors import InputError
 from stream.faces import iou_matrix
 from stream.frame import Frame
 from stream.gpu import DeviceDetector, DeviceObscurer, DownloadStage, Transfers
+from stream.graph import RunReport
 from stream.job import Options, run_video, stream_anonymiser
 from stream.privacy import Recogniser, decoded_frames, video_leaks
 
 
-def on_device(clip, out, detector, device="cpu", **options) -> Options:
+def on_device(clip, out, detector, device="cpu", log=lambda *_: None, **options) -> RunReport:
     chosen = Options(progress=False, frames_on_device=True, device=device, secret="tests", **options)
-    run_video(clip, out, chosen, detector, log=lambda *_: None)
-    return chosen
+    return run_video(clip, out, chosen, detector, log=log)
 
 
 def cuda_or_skip() -> None:
@@ -64,8 +64,8 @@ def test_synth_on_the_device_replaces_who_is_there_as_the_host_path_does(example
 def test_each_frame_crosses_once_each_way_and_comes_back_as_i420(example_clip, tmp_path, yunet):
     clip, truth = example_clip
     out = tmp_path / "blur.mp4"
-    options = on_device(clip, out, yunet, mode="blur")
-    transfers, frames = options.transfers, len(truth)
+    lines = []
+    transfers, frames = on_device(clip, out, yunet, mode="blur", log=lines.append).transfers, len(truth)
     height, width = 360, 640
     assert transfers.uploads == frames and transfers.uploaded_bytes == frames * height * width * 3
     # per frame: the I420 picture, the detector's outputs (two passes: the frame is smaller
@@ -75,6 +75,7 @@ def test_each_frame_crosses_once_each_way_and_comes_back_as_i420(example_clip, t
     # anchor's scores, boxes and landmarks) are decoded on the host (see the README).
     picture = frames * height * width * 3 // 2
     assert picture < transfers.downloaded_bytes < picture * 5
+    assert any(line.startswith("host -> device: 1.0 copies, 675 KiB a frame; device -> host: 4.0 copies") for line in lines), lines
     with av.open(str(out)) as container:
         assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
 
