@@ -142,10 +142,10 @@ class CountingPropagation(PropagatingSynth):
             self.residuals.append(residual_error(key.grey, face.grey, flow_to(face, key)))
             self.displacements.append(propagate.displacement(flow_to(face, key)))
         if needed:
-            self.triggers[self._reason(key, face, cut)] += 1
+            self.triggers[self._reason(key, face, flow_to, cut)] += 1
         return needed
 
-    def _reason(self, key, face, cut) -> str:
+    def _reason(self, key, face, flow_to, cut) -> str:
         if key is None:
             return "new track"
         if cut:
@@ -157,7 +157,7 @@ class CountingPropagation(PropagatingSynth):
         growth = propagate._scale(face.matrix) / key.scale
         if not 1 / propagate.SCALE_CHANGE < growth < propagate.SCALE_CHANGE:
             return "scale"
-        if propagate.displacement(self._flow(face.grey, key.grey)) > self.flow_limit:
+        if propagate.displacement(flow_to(face, key)) > self.flow_limit:
             return "flow"
         return "residual"
 

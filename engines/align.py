@@ -28,12 +28,12 @@ TEMPLATE = ((ARCFACE_112 - 56) * SCALE + SIZE / 2).astype(np.float32)
 RECOGNISER_BOX = (SIZE / 2 - 56 * SCALE, SIZE / 2 + 56 * SCALE)  # the ArcFace crop inside ours
 HEATMAP_SIGMA = 2.5
 BLEND_RING = 6.0  # pixels outside the mask over which generated and original are feathered
-_YS, _XS = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5  # pixel centres of the crop
+CENTRES_Y, CENTRES_X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5  # pixel centres of the crop
 
 
 def _ellipse(center, axes, grow: float = 0.0) -> np.ndarray:
     """Signed distance-like radius map: <=1 inside the ellipse grown by ``grow`` pixels."""
-    return np.sqrt(((_XS - center[0]) / (axes[0] + grow)) ** 2 + ((_YS - center[1]) / (axes[1] + grow)) ** 2)
+    return np.sqrt(((CENTRES_X - center[0]) / (axes[0] + grow)) ** 2 + ((CENTRES_Y - center[1]) / (axes[1] + grow)) ** 2)
 
 
 # Eyebrows (y 22 in ArcFace pixels) to below the chin (118), cheek to cheek (16 to 96).
@@ -83,7 +83,7 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 def heatmaps(points: np.ndarray) -> np.ndarray:
     """5xSIZExSIZE gaussians at the landmarks in crop coordinates: the pose condition."""
     points = np.asarray(points, np.float32).reshape(5, 2)
-    d2 = (_XS[None] - points[:, 0, None, None]) ** 2 + (_YS[None] - points[:, 1, None, None]) ** 2
+    d2 = (CENTRES_X[None] - points[:, 0, None, None]) ** 2 + (CENTRES_Y[None] - points[:, 1, None, None]) ** 2
     return np.exp(-d2 / (2 * HEATMAP_SIGMA**2)).astype(np.float32)
 
 

@@ -163,7 +163,7 @@ class DeviceSynth(SynthAnonymiser):
         to_device = transfers.upload  # constants: once per run
         self._mask, self._alpha = to_device(align.FACE_MASK), to_device(align.BLEND_ALPHA)
         self._ring = to_device(align.COLOUR_RING)
-        self._grid = to_device(np.stack(np.mgrid[0:align.SIZE, 0:align.SIZE]).astype(np.float32) + 0.5)  # y, x
+        self._grid = to_device(np.stack([align.CENTRES_Y, align.CENTRES_X]))  # the heatmaps' pixel centres, as align.heatmaps
 
     def crops(self, image: torch.Tensor, matrices: list[np.ndarray]) -> list:
         """Float BGR SIZExSIZEx3 crops, as align.crop cuts them (without its rounding)."""
