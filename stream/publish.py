@@ -10,20 +10,18 @@ A recording is written under a partial name and named only by ``commit()``.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
 from stream.errors import OutputError, reason
 from stream.frame import Frame
-from stream.sink import add_h264, finish, partial_path, video_picture
+from stream.partial import PartialFile
+from stream.sink import AudioEncoder, add_video, finish, video_picture
 
-AUDIO_RATE = 48000
 AUDIO_GAP_S = 0.1  # a longer hole in the audio (a lost source) is filled with silence
 OPEN_TIMEOUT_S = 5.0
 MAX_INTERLEAVE_S = 0.1
@@ -50,7 +48,8 @@ class LiveEncoderSink:
         self.target, self.log = target, log
         self.network = is_network_output(target)
         self.path = None if self.network else Path(target)
-        self.partial = None if self.network else partial_path(self.path)
+        self.file = None if self.network else PartialFile(self.path)  # the claim on a recording
+        self.partial = None if self.network else self.file.partial
         self.width, self.height, self.rate, self.time_base = width, height, Fraction(rate), time_base
         self.with_audio, self.give_up_s = audio, give_up_s
         self.frames = self.unsent = 0
@@ -75,34 +74,34 @@ class LiveEncoderSink:
             else:
                 self.container = av.open(str(self.partial), mode="w")
         except (av.FFmpegError, OSError, ValueError) as error:
+            self._abandon_recording()
             raise OutputError(f"cannot publish to {self.target}: {reason(error)}") from None
         try:
             self._add_streams()
             self.container.start_encoding()  # PyAV connects on the first write; connect now
         except (av.FFmpegError, OSError) as error:
             self._close_quietly()
+            self._abandon_recording()
             raise OutputError(f"cannot publish to {self.target}: {reason(error)}") from None
         except BaseException:
             self._close_quietly()
+            self._abandon_recording()
             raise
+
+    def _abandon_recording(self) -> None:
+        """A recording that could not even start is removed (a network output has none)."""
+        if self.file is not None and self.frames == 0:
+            self.file.abort()
 
     def _add_streams(self) -> None:
         fps = float(self.rate)
         # Keyframes every 2 s (what streaming platforms ask), no B-frames, no lookahead.
-        maxrate = max(500_000, int(self.width * self.height * fps * 0.15))
-        options = {
-            "preset": "veryfast", "tune": "zerolatency", "crf": "23", "g": str(max(1, round(2 * fps))),
-            "maxrate": str(maxrate), "bufsize": str(maxrate),
-        }  # fmt: skip
-        self.video = add_h264(self.container, self.width, self.height, self.rate, self.time_base, options)
-        self.audio = None
-        if self.with_audio:
-            self.audio = self.container.add_stream("aac", rate=AUDIO_RATE)
-            self.audio.layout = "stereo"
-            self.audio.bit_rate = 128_000
-            self._resampler = None
-            self._resampler_input = None
-            self._next_sample: int | None = None
+        self.video = add_video(self.container, self.width, self.height, self.rate, self.time_base, live=True,
+                               keyframe_every=max(1, round(2 * fps)))
+        if self.video.codec_context.name == "libx264":
+            maxrate = str(max(500_000, int(self.width * self.height * fps * 0.15)))
+            self.video.options = {**self.video.options, "maxrate": maxrate, "bufsize": maxrate}
+        self.audio = AudioEncoder(self.container, gap_s=AUDIO_GAP_S) if self.with_audio else None
 
     def _close_quietly(self) -> None:
         container, self.container = self.container, None
@@ -148,7 +147,7 @@ class LiveEncoderSink:
             self.container.mux(self.video.encode(picture))
             if self.audio is not None:
                 for sound in frame.audio:
-                    self.container.mux(self._encode_audio(sound))
+                    self.container.mux(self.audio.encode(sound))
         except (av.FFmpegError, OSError) as error:
             if not self.network:
                 raise OutputError(f"cannot write {self.target}: {reason(error)}") from None
@@ -157,56 +156,28 @@ class LiveEncoderSink:
             return
         self.frames += 1
 
-    def _encode_audio(self, sound: av.AudioFrame) -> list[av.Packet]:
-        """Resample to 48 kHz stereo and keep the sample count contiguous (the AAC
-        encoder needs it): holes longer than ``AUDIO_GAP_S`` become silence."""
-        shape = (sound.format.name, sound.layout.name, sound.sample_rate)
-        if shape != self._resampler_input:
-            self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
-            self._resampler_input = shape
-        start = round(float(sound.pts * sound.time_base) * AUDIO_RATE) if sound.pts is not None else None
-        packets = []
-        if self._next_sample is None:
-            self._next_sample = start or 0
-        elif start is not None and start - self._next_sample > AUDIO_GAP_S * AUDIO_RATE:
-            packets += self._encode_samples(np.zeros((2, start - self._next_sample), np.float32))
-        for resampled in self._resampler.resample(sound):
-            packets += self._encode_frame(resampled)
-        return packets
-
-    def _encode_samples(self, samples: np.ndarray) -> list[av.Packet]:
-        packets = []
-        for begin in range(0, samples.shape[1], AUDIO_RATE):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, begin : begin + AUDIO_RATE]), format="fltp", layout="stereo")
-            chunk.sample_rate = AUDIO_RATE
-            packets += self._encode_frame(chunk)
-        return packets
-
-    def _encode_frame(self, sound: av.AudioFrame) -> list[av.Packet]:
-        sound.pts, sound.time_base = self._next_sample, Fraction(1, AUDIO_RATE)
-        self._next_sample += sound.samples
-        return self.audio.encode(sound)
-
     def close(self) -> None:
         """Flush the encoders and finish the stream or file."""
         if self.container is None:
             return
         container, self.container = self.container, None
         try:
-            finish(container, [self.video] + ([self.audio] if self.audio is not None else []))
+            if self.audio is not None:
+                container.mux(self.audio.flush())
+            finish(container, [self.video])
         except (av.FFmpegError, OSError) as error:
             if not self.network:
                 raise OutputError(f"cannot finish {self.target}: {reason(error)}") from None
 
     def commit(self) -> Path | None:
         """Give a finished recording its real name (network outputs have none)."""
-        if self.network:
-            return None
-        os.replace(self.partial, self.path)
-        return self.path
+        return None if self.file is None else self.file.commit()
+
+    def keep(self) -> Path | None:
+        return None if self.file is None else self.file.keep()
 
     def abort(self) -> None:
         if self.container is not None:
             self._close_quietly()
-        if self.partial is not None:
-            self.partial.unlink(missing_ok=True)
+        if self.file is not None:
+            self.file.abort()
