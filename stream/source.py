@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -33,11 +34,59 @@ def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 
-class VideoSource:
-    """Decodes the first video stream to upright BGR frames, with their original pts.
+LOOKAHEAD = 8  # frames decoded before the first one leaves, so its time is judged by those after it
 
-    Packets of the audio streams are carried on the next frame that leaves the
-    source (see ``Frame.audio``), so a sink can stream-copy them in sync.
+
+class PresentationTimes:
+    """Presentation timestamps an encoder takes: strictly rising, the source's own where they
+    are valid.
+
+    Where they are not (AVI stores decode order, so decoded frames come out as 1, 4, 3, 5,
+    2, ...; raw streams carry none; a splice sends them backwards) the time is chosen as
+    FFmpeg's best-effort timestamp does (libavcodec's ``guess_correct_pts``: trust pts or dts,
+    whichever has gone backwards less often), and with neither, one frame after the last.
+    Whatever is chosen, a time that does not rise shifts it and every later frame forward
+    to one frame after the last, so no frame is ever dropped or reordered for it. Every
+    frame is first ``seen`` (on decoding, up to ``LOOKAHEAD`` frames ahead) and then
+    ``timed`` (on leaving the source).
+    """
+
+    def __init__(self, frame_step: int):
+        self.step = max(1, frame_step)
+        self.faulty_pts = self.faulty_dts = 0
+        self._last_pts = self._last_dts = self._last = None
+        self._shift = 0
+        self.derived = 0  # frames whose time is not their own pts
+
+    def seen(self, pts: int | None, dts: int | None) -> None:
+        if pts is not None:
+            self.faulty_pts += self._last_pts is not None and pts <= self._last_pts
+            self._last_pts = pts
+        if dts is not None:
+            self.faulty_dts += self._last_dts is not None and dts <= self._last_dts
+            self._last_dts = dts
+
+    def timed(self, pts: int | None, dts: int | None) -> int:
+        trust_pts = self._last_dts is None or self.faulty_pts <= self.faulty_dts  # dts seen, and faulted less: dts
+        chosen = pts if trust_pts else dts  # None (a raw stream; a decoder's last frames): the frame rate
+        if chosen is None:
+            time = 0 if self._last is None else self._last + self.step
+        else:
+            time = chosen + self._shift
+            if self._last is not None and time <= self._last:
+                self._shift += self._last + self.step - time
+                time = self._last + self.step
+        self.derived += time != pts
+        self._last = time
+        return time
+
+
+class VideoSource:
+    """Decodes the first video stream to upright BGR frames, with their original pts where
+    those are usable (``PresentationTimes``; ``times.derived`` counts the frames timed otherwise).
+
+    Packets of the audio streams are carried on the frame decoded before them (see
+    ``Frame.audio``), so a sink can stream-copy them in sync.
     """
 
     def __init__(self, url: str, options: dict | None = None):
@@ -54,40 +103,41 @@ class VideoSource:
         self.rate = Fraction(rate)
         self.time_base = self.video.time_base or 1 / self.rate
         self.frame_count = self.video.frames or None
+        self.times = PresentationTimes(round(1 / (self.rate * self.time_base)))
 
     def __iter__(self) -> Iterator[Frame]:
         streams = [self.video, *self.audio]
-        pending_packets: list[av.Packet] = []
-        held: Frame | None = None
+        early_packets: list[av.Packet] = []  # audio before the first video frame
+        ahead: deque[tuple[av.VideoFrame, list]] = deque()  # decoded frames, each with the audio read after it
         index = video_packets = 0
         try:
             for packet in self.container.demux(streams):
                 if packet.stream is not self.video:
                     if packet.dts is not None:  # a flush packet carries nothing to copy
-                        pending_packets.append(packet)
+                        (ahead[-1][1] if ahead else early_packets).append(packet)
                     continue
                 video_packets += packet.size > 0
                 for decoded in packet.decode():
-                    if held is not None:
-                        yield held.replace(audio=tuple(pending_packets))
-                        pending_packets = []
-                    held = self._frame(decoded, index)
-                    index += 1
+                    self.times.seen(decoded.pts, decoded.dts)
+                    ahead.append((decoded, early_packets if index == 0 and not ahead else []))
+                    if len(ahead) > LOOKAHEAD:
+                        yield self._frame(*ahead.popleft(), index)
+                        index += 1
         except av.FFmpegError as error:
             raise InputError(f"corrupt or truncated stream in {self.url}: {reason(error)}") from None
-        if held is None:
+        if not ahead and index == 0:
             raise InputError(f"no decodable video frame in {self.url}")
-        yield held.replace(audio=tuple(pending_packets))
+        while ahead:
+            yield self._frame(*ahead.popleft(), index)
+            index += 1
         # Packets, not decoded frames: an edit list may legitimately hide decoded frames.
         if self.frame_count and video_packets < self.frame_count:
             raise InputError(f"truncated stream in {self.url}: {self.frame_count} frames declared, {video_packets} found")
 
-    def _frame(self, decoded: av.VideoFrame, index: int) -> Frame:
-        pts = decoded.pts
-        if pts is None:  # raw elementary streams carry no timestamps: count frames
-            pts = round(index / self.rate / self.time_base)
+    def _frame(self, decoded: av.VideoFrame, audio: list, index: int) -> Frame:
+        pts = self.times.timed(decoded.pts, decoded.dts)
         image = upright(decoded.to_ndarray(format="bgr24"), decoded.rotation)
-        return Frame(image=image, pts=pts, time_base=self.time_base, index=index)
+        return Frame(image=image, pts=pts, time_base=self.time_base, index=index, audio=tuple(audio))
 
     def close(self) -> None:
         self.container.close()
