@@ -13,56 +13,79 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every usage error in the one line and exit code the README promises."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"veil: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(limit: str):
+    """An argparse type: the flag's value, checked against ``stream.limits.LIMITS[limit]``."""
+    from stream.limits import LIMITS
+
+    rule = LIMITS[limit]
+
+    def parse(text: str):
+        try:
+            return rule.check(float(text))
+        except ValueError:  # not a number, or out of range (InputError is a ValueError)
+            raise argparse.ArgumentTypeError(f"{rule.rule()}, got '{text}'") from None
+
+    parse.__name__ = rule.what  # argparse names the type in some messages
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     from engines.runtime import BACKENDS, DEVICES
     from stream.anonymise import ALL_MODES, SHAPES
     from stream.propagate import KEYFRAME_EVERY
 
-    parser = argparse.ArgumentParser(prog="veil", description="Anonymise faces in video, live.")
+    parser = _Parser(prog="veil", description="Anonymise faces in video, live.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    anonymise = argparse.ArgumentParser(add_help=False)
+    anonymise = _Parser(add_help=False)
     anonymise.add_argument("--mode", choices=ALL_MODES, default="blur", help="synth: a generated face of nobody, with the same pose and expression")
-    anonymise.add_argument("--keyframe-every", type=int, default=KEYFRAME_EVERY, metavar="N",
+    anonymise.add_argument("--keyframe-every", type=_number("keyframe_every"), default=KEYFRAME_EVERY, metavar="N",
                            help="synth: generate each face at most N frames apart and carry it along the face's motion in between (1: every frame)")
     anonymise.add_argument("--secret", help="synth: key that picks each track's synthetic identity (default: random per run; set it to repeat a run)")
     anonymise.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="what runs the detector and generator models")
     anonymise.add_argument("--device", choices=DEVICES, default="cpu", help="where they run (cuda needs a GPU build of the backend)")
     anonymise.add_argument("--detector", choices=("yunet", "centerface"), default="yunet")
-    anonymise.add_argument("--threshold", type=float, help="detector score threshold (low by default: a miss costs more than a false alarm)")
-    anonymise.add_argument("--detect-size", type=int, metavar="PX", help="scale the longest side to PX before detecting (default: the detector's own)")
+    anonymise.add_argument("--threshold", type=_number("threshold"), help="detector score threshold (low by default: a miss costs more than a false alarm)")
+    anonymise.add_argument("--detect-size", type=_number("detect_size"), metavar="PX", help="scale the longest side to PX before detecting (default: the detector's own)")
     anonymise.add_argument("--native", action="store_true", help="detect at the frame's native resolution (small faces)")
     anonymise.add_argument("--tiles", action="store_true", help="also detect on overlapping native-resolution tiles (tiny faces; slower)")
-    anonymise.add_argument("--detect-every", type=int, default=1, metavar="N", help="run the detector on every Nth frame, track in between")
-    anonymise.add_argument("--strength", type=float, default=1.0, help="obfuscation strength relative to face size (>1 hides more)")
-    anonymise.add_argument("--margin", type=float, default=0.4, help="grow each face region by this fraction per side")
+    anonymise.add_argument("--detect-every", type=_number("detect_every"), default=1, metavar="N", help="run the detector on every Nth frame, track in between")
+    anonymise.add_argument("--strength", type=_number("strength"), default=1.0, help="obfuscation strength relative to face size (>1 hides more)")
+    anonymise.add_argument("--margin", type=_number("margin"), default=0.4, help="grow each face region by this fraction per side")
     anonymise.add_argument("--shape", choices=SHAPES, default="ellipse")
-    anonymise.add_argument("--coast", type=float, default=1.0, metavar="S", help="keep masking a lost face for S seconds")
-    anonymise.add_argument("--coast-tentative", type=float, default=0.25, metavar="S", help="the same for a face detected only once (often a false alarm)")
-    anonymise.add_argument("--stage-timeout", type=float, default=30.0, metavar="S", help="fail the run if a stage takes longer than S seconds on one frame")
+    anonymise.add_argument("--coast", type=_number("coast_s"), default=1.0, metavar="S", help="keep masking a lost face for S seconds")
+    anonymise.add_argument("--coast-tentative", type=_number("tentative_coast_s"), default=0.25, metavar="S", help="the same for a face detected only once (often a false alarm)")
+    anonymise.add_argument("--stage-timeout", type=_number("stage_timeout"), default=30.0, metavar="S", help="fail the run if a stage takes longer than S seconds on one frame")
 
-    live = argparse.ArgumentParser(add_help=False)
-    live.add_argument("--target-delay", type=float, metavar="MS", help="live: output each frame MS after its capture, a constant delay that audio can be matched to")
-    live.add_argument("--reconnect", type=float, default=30.0, metavar="S", help="live: keep reconnecting a lost source or output for S seconds before giving up")
+    live = _Parser(add_help=False)
+    live.add_argument("--target-delay", type=_number("target_delay_ms"), metavar="MS", help="live: output each frame MS after its capture, a constant delay that audio can be matched to")
+    live.add_argument("--reconnect", type=_number("reconnect_s"), default=30.0, metavar="S", help="live: keep reconnecting a lost source or output for S seconds before giving up")
     live.add_argument("-v", "--verbose", action="store_true", help="live: print latency and drops every few seconds")
 
     run = commands.add_parser("run", parents=[anonymise, live], help="anonymise a video, photo, folder or stream")
     run.add_argument("input", help="video file, stream URL (rtsp://, rtmp://, ...), camera (/dev/video0), photo, or folder")
     run.add_argument("-o", "--output", required=True, help="output file or folder, rtmp://host/app/key, or webrtc://host:port")
     run.add_argument("--live", action="store_true", help="play a file input in real time, as a camera would (implied by stream outputs)")
-    run.add_argument("--backfill", type=float, default=0.2, metavar="S", help="also mask a new face in the S seconds before its first detection (files only; delays output by S)")
+    run.add_argument("--backfill", type=_number("backfill_s"), default=0.2, metavar="S", help="also mask a new face in the S seconds before its first detection (files only; delays output by S)")
     run.add_argument("--audit", metavar="FILE", help="write one JSON line per frame with every face box")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     serve = commands.add_parser("serve", parents=[anonymise, live], help="web page: your browser camera in, anonymised video back over WebRTC")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for other machines; browsers need https for cameras off localhost)")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=_number("port"), default=8080)
 
     camera = commands.add_parser("camera", parents=[anonymise, live], help="webcam in, anonymised virtual camera out (for Zoom, Meet, OBS)")
     camera.add_argument("--webcam", default="/dev/video0", help="the webcam (/dev/videoN; video=NAME on Windows; an index on macOS)")
     camera.add_argument("--output-device", help="the virtual camera (default: the first one pyvirtualcam finds)")
     camera.add_argument("--size", metavar="WxH", help="ask the webcam for this size, e.g. 1280x720")
-    camera.add_argument("--fps", type=float, help="ask the webcam for this frame rate")
+    camera.add_argument("--fps", type=_number("camera_fps"), help="ask the webcam for this frame rate")
 
     demo = commands.add_parser("demo", help="make the built-in example clip and anonymise it")
     demo.add_argument("--out", default="demo", help="folder for the example, its anonymised version and a before/after image")
@@ -92,12 +115,10 @@ def _options(args):
         raise InputError("--native and --detect-size contradict each other; give one")
     if args.native:
         detector_options["input_size"] = None
-    elif args.detect_size:
+    elif args.detect_size is not None:
         detector_options["input_size"] = args.detect_size
     if args.tiles:
         detector_options["tiles"] = True
-    if args.target_delay is not None and args.target_delay < 0:
-        raise InputError(f"--target-delay must not be negative, got {args.target_delay:g}")
     detector_options.update(backend=args.backend, device=args.device)
     return Options(
         mode=args.mode, keyframe_every=args.keyframe_every, secret=args.secret, backend=args.backend, device=args.device,
@@ -133,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:
         return _train(argv[1:])
     args = _parser().parse_args(argv)
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # Veil says what went wrong, in one line
     # Live runs and servers log as they go; a pipe or a service's journal must see each line.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)

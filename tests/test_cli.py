@@ -3,10 +3,14 @@ and never leaves an output file that looks complete."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from stream.privacy import decoded_frames, leaked_faces
 from tests.conftest import lossless_clip, raw_h264
 
 
@@ -145,3 +149,121 @@ def test_a_write_failure_mid_run_is_a_one_line_output_error(example_clip, tmp_pa
     )
     assert_clean_input_error(result, "File too large")
     assert no_outputs(tmp_path, "out"), "a file that failed to write is removed, partial or not"
+
+
+# --- every numeric flag, every bad value ------------------------------------------------------
+
+NUMERIC_FLAGS = [
+    "--keyframe-every", "--threshold", "--detect-size", "--detect-every", "--strength", "--margin", "--coast",
+    "--coast-tentative", "--stage-timeout", "--target-delay", "--reconnect", "--backfill",
+]  # fmt: skip
+BAD_VALUES = ["nan", "inf", "-inf", "0", "-1", "1e9", "1e400", "abc"]
+
+
+def test_every_numeric_flag_of_veil_run_is_known_to_the_sweep():
+    from stream.cli import _parser
+
+    run = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    typed = {a.option_strings[-1] for a in run._actions if a.type is not None and a.option_strings}
+    assert typed == set(NUMERIC_FLAGS), "a new numeric flag must join the sweep below"
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> tuple[Path, list]:
+    from stream.demo import make_example_clip
+
+    path = tmp_path_factory.mktemp("sweep") / "short.mp4"
+    return path, make_example_clip(path, width=480, height=270, seconds=1.2)
+
+
+def in_process(argv, capsys) -> tuple[int, str]:
+    """``veil ARGV`` in this process (quicker than a new one for each of dozens of values)."""
+    from stream.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit:  # argparse's own exit
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", NUMERIC_FLAGS)
+def test_a_bad_number_is_one_line_and_exit_2_or_a_run_the_gate_cannot_see_through(flag, short_clip, tmp_path, capsys, gate):
+    """nan, infinities, zero, negative and huge values: either refused before anything is
+    opened (exit 2, one line naming the flag, no file), or accepted and then the output
+    passes the every-frame check and the gate on every frame."""
+    from tests.known_faces import raw_faces
+
+    clip, truth = short_clip
+    for value in BAD_VALUES:
+        out = tmp_path / f"out{flag}{value}.mp4"
+        code, err = in_process(["run", clip, "-o", out, "-q", flag, value], capsys)
+        lines = [line for line in err.splitlines() if line.strip()]
+        if code == 2:
+            assert len(lines) == 1 and lines[0].startswith("veil: error:") and flag in lines[0], (flag, value, err)
+            assert "Traceback" not in err
+            assert not list(tmp_path.glob(f"out{flag}{value}*")), f"{flag} {value}: refused, yet a file was left"
+            continue
+        assert code == 0, (flag, value, err)
+        assert "Traceback" not in err
+        for (index, before), (_, after) in zip(decoded_frames(clip), decoded_frames(out), strict=True):
+            assert raw_faces(before, after, truth[index]) == [], f"{flag} {value}: a face left raw on frame {index}"
+            assert len(leaked_faces(gate.detect(before), after, gate)) == 0, f"{flag} {value}: the gate finds a face on frame {index}"
+
+
+# --- outputs are claimed ----------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_output_fails_at_once_and_the_first_finishes_intact(tmp_path):
+    import time
+
+    from stream.demo import make_example_clip
+
+    clip, out = tmp_path / "long.mp4", tmp_path / "out.mp4"
+    truth = make_example_clip(clip, width=1280, height=720, seconds=8, audio=False)
+    first = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", str(clip), "-o", str(out), "-q"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    partial = tmp_path / "out.partial.mp4"
+    deadline = time.monotonic() + 60
+    while not (partial.exists() and partial.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = veil("run", clip, "-o", out, "-q")
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert_clean_input_error(second, "another run is writing it now")
+    with av_open(out) as container:
+        assert sum(1 for _ in container.decode(video=0)) == len(truth)
+
+
+def test_a_partial_file_no_run_holds_is_overwritten(example_clip, tmp_path):
+    clip, truth = example_clip
+    (tmp_path / "out.partial.mp4").write_bytes(b"left by a run that was killed")
+    result = veil("run", clip, "-o", tmp_path / "out.mp4", "-q")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "out.partial.mp4").exists()
+    with av_open(tmp_path / "out.mp4") as container:
+        assert sum(1 for _ in container.decode(video=0)) == len(truth)
+
+
+def test_a_claim_is_exclusive_until_it_is_committed_or_given_up(tmp_path):
+    from stream.errors import OutputError
+    from stream.partial import PartialFile
+
+    target = tmp_path / "out.mp4"
+    claim = PartialFile(target)
+    with pytest.raises(OutputError, match="another run is writing it now"):
+        PartialFile(target)
+    claim.partial.write_bytes(b"frames")
+    claim.commit()
+    assert target.read_bytes() == b"frames" and not claim.partial.exists()
+    PartialFile(target).abort()  # free again once committed
+    kept = PartialFile(target)
+    kept.keep()
+    PartialFile(target).abort()  # and once a kept partial file is let go
+    assert not kept.partial.exists()
+
+
+def av_open(path):
+    import av
+
+    return av.open(str(path))
