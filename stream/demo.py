@@ -118,10 +118,12 @@ def make_example_clip(
     audio: bool = True,
     frame_pts: list[int] | None = None,
     time_base: Fraction | None = None,
+    mark=None,
 ) -> list[np.ndarray]:
     """Write the clip (H.264, AAC tone) and return the face boxes of each frame.
 
-    ``frame_pts`` (in ``time_base`` units) makes a variable-frame-rate clip.
+    ``frame_pts`` (in ``time_base`` units) makes a variable-frame-rate clip; ``mark(image,
+    index)`` may draw on each frame first (tests stamp its number with stream.timecode).
     """
     time_base = time_base or Fraction(1, fps * 512)
     truth = []
@@ -134,6 +136,8 @@ def make_example_clip(
         if audio:
             tone = container.add_stream("aac", rate=48000, layout="mono")
         for index, (image, boxes) in enumerate(render_frames(width, height, fps, seconds, cast)):
+            if mark is not None:
+                mark(image, index)
             picture = av.VideoFrame.from_ndarray(image, format="bgr24")
             picture.pts = frame_pts[index] if frame_pts else round(index / fps / time_base)
             picture.time_base = time_base

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from stream.errors import StageError
+from stream.errors import OutputError, StageError
 from stream.frame import Frame
 from stream.stats import LatencyLog
 
@@ -191,7 +191,8 @@ class Graph:
                     released = [result] if isinstance(result, Frame) else list(result)
                 except Exception as error:  # noqa: BLE001 - the frame is covered, the run fails
                     released = [frame.replace(failure=error)]
-                    self._fail(StageError(f"stage '{stage.name}' failed on frame {frame.index}: {error}"))
+                    # An output that cannot be written (the audit log on a full disk) stays an OutputError.
+                    self._fail(error if isinstance(error, OutputError) else StageError(f"stage '{stage.name}' failed on frame {frame.index}: {error}"))
                 self.report.latency.add(stage.name, time.perf_counter() - start)
             else:  # keep order: what the stage holds goes out before the failed frame
                 released = [*(flush() if flush is not None else []), frame]

@@ -17,6 +17,7 @@ from stream.detectors import make_detector
 from stream.errors import StageError
 from stream.faces import Faces
 from stream.job import Options, run_video
+from stream.privacy import decoded_frames
 from tests.conftest import raw_h264
 
 
@@ -146,3 +147,83 @@ def test_sigterm_stops_the_run_cleanly_and_keeps_a_playable_partial_file(tmp_pat
     assert not out.exists()
     written = frame_count(partial)  # the partial file is finished, so it decodes
     assert 0 < written < 300 and f"the {written} frames written" in stdout
+
+
+# --- the audit log ------------------------------------------------------------------------
+
+
+def test_an_audit_log_on_a_full_disk_is_one_line_and_no_output_is_left(example_clip, tmp_path):
+    from tests.test_cli import assert_clean_input_error
+
+    clip, _ = example_clip
+    result = veil("run", clip, "-o", tmp_path / "out.mp4", "--audit", "/dev/full", "-q")
+    assert_clean_input_error(result, "cannot write audit log /dev/full: No space left on device")
+    assert not list(tmp_path.iterdir()), "an output whose audit could not be written is not kept"
+
+
+def test_a_photo_gets_its_audit_line(tmp_path):
+    photo, audit = tmp_path / "group.jpg", tmp_path / "audit.jsonl"
+    astronaut_photo(photo)
+    result = veil("run", photo, "-o", tmp_path / "out.png", "--audit", audit)
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(text) for text in audit.read_text().splitlines()]
+    assert line["frame"] == 0 and len(line["faces"]) == 1 and line["faces"][0]["source"] == "detection"
+
+
+def test_the_audit_of_a_failed_run_is_partial_beside_the_partial_video(example_clip, tmp_path):
+    clip, _ = example_clip
+    audit = tmp_path / "audit.jsonl"
+    with pytest.raises(StageError):
+        run_video(clip, tmp_path / "out.mp4", Options(progress=False, backfill_s=0, audit=str(audit)), FailsOnFrame(10), log=lambda *_: None)
+    assert not audit.exists() and not (tmp_path / "out.mp4").exists()
+    lines = [json.loads(text) for text in (tmp_path / "audit.partial.jsonl").read_text().splitlines()]
+    written = frame_count(tmp_path / "out.partial.mp4")
+    # the frames before the failure; the failed one was covered whole, never audited as masked
+    assert [line["frame"] for line in lines][:10] == list(range(10)) and 10 not in [line["frame"] for line in lines]
+    assert written >= 10
+
+
+def test_a_failed_stage_is_exit_1_and_every_frame_of_the_partial_file_is_anonymised(example_clip, tmp_path, monkeypatch, capsys):
+    import stream.cli
+    import stream.job
+    from tests.known_faces import raw_faces
+
+    clip, truth = example_clip
+    monkeypatch.setattr(stream.job, "make_detector", lambda *args, **kwargs: FailsOnFrame(30))
+    code = stream.cli.main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.strip().startswith("veil: failed:") and "GPU fell off the bus" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.mp4").exists()
+    partial = tmp_path / "out.partial.mp4"
+    frames = 0
+    for (index, before), (_, after) in zip(decoded_frames(clip), decoded_frames(partial)):
+        frames += 1
+        assert raw_faces(before, after, truth[index]) == [], f"a face left raw on frame {index} of the partial file"
+    assert 30 < frames < len(truth)
+
+
+# --- folders --------------------------------------------------------------------------------
+
+
+def test_a_folder_run_tries_every_file_names_each_in_one_audit_and_fails_at_the_end(example_clip, tmp_path):
+    clip, truth = example_clip
+    src, dst, audit = tmp_path / "in", tmp_path / "out", tmp_path / "audit.jsonl"
+    src.mkdir()
+    shutil.copy(clip, src / "a.mp4")
+    (src / "b.mp4").write_bytes(b"not a video" * 100)  # fails, in the middle
+    shutil.copy(clip, src / "c.webm")  # an mp4 under a webm name: decoded by content, written as webm
+    astronaut_photo(src / "d.jpg")
+    result = veil("run", src, "-o", dst, "-q", "--audit", audit)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], "one line"
+    assert "1 of 4 files failed: b.mp4" in result.stderr
+    assert sorted(p.name for p in dst.iterdir()) == ["a.mp4", "c.webm", "d.jpg"]
+    assert frame_count(dst / "c.webm") == len(truth)
+    lines = [json.loads(text) for text in audit.read_text().splitlines()]
+    assert all("file" in line for line in lines)
+    assert [line["file"] for line in lines if "written" in line or "failed" in line] == ["a.mp4", "b.mp4", "c.webm", "d.jpg"]
+    assert sum(line["file"] == "a.mp4" and "frame" in line for line in lines) == len(truth)
+    assert sum(line["file"] == "c.webm" and "frame" in line for line in lines) == len(truth)
+    assert "cannot open" in next(line["failed"] for line in lines if line["file"] == "b.mp4")
