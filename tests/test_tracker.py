@@ -324,3 +324,18 @@ def test_same_inputs_give_same_outputs():
         a, b = first.update(detections, W, H), second.update(detections, W, H)
         for field in Faces.__dataclass_fields__:
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_a_lost_face_cut_by_the_frame_edge_is_masked_a_face_size_further_in():
+    """An entering face's box is only its visible part, and it grows faster than any fitted
+    velocity: between detections its mask reaches one face size in from the edge."""
+    tracker = Tracker()
+    cut = np.array([W - 12, 200, W, 230], np.float32)  # 12 px of a 30 px face, at the right edge
+    tracker.update(Faces.from_boxes(cut), W, H)
+    (coasting,) = tracker.update(None, W, H).boxes
+    assert coasting[0] <= W - 12 - 30 and coasting[2] == W
+    inside = np.array([300, 200, 330, 230], np.float32)  # the same face wholly in view
+    tracker = Tracker()
+    tracker.update(Faces.from_boxes(inside), W, H)
+    (coasting,) = tracker.update(None, W, H).boxes
+    assert coasting[0] > 300 - 30 / 2, "a face in view is not grown by the edge rule"
