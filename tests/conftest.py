@@ -56,6 +56,14 @@ def yunet():
     return make_detector("yunet")
 
 
+@pytest.fixture(scope="session")
+def live_yunet():
+    """YuNet as live runs build it (it looks past the frame edges: live runs do not backfill)."""
+    from stream.job import Options, live_detector
+
+    return live_detector(Options())
+
+
 def raw_h264(clip: Path, path: Path) -> bytes:
     """Write the clip's video as a raw Annex B H.264 stream (no container, no timestamps)."""
     import av

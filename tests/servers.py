@@ -105,9 +105,9 @@ class Player(threading.Thread):
     """Plays a stream with PyAV in the background and keeps what arrives: decoded
     video frames (BGR, with their receive time) and the number of audio frames."""
 
-    def __init__(self, url: str, *, seconds: float, every: int = 1):
+    def __init__(self, url: str, *, seconds: float):
         super().__init__(daemon=True)
-        self.url, self.seconds, self.every = url, seconds, every
+        self.url, self.seconds = url, seconds
         self.images: list = []
         self.received_at: list[float] = []
         self.audio_frames = 0
@@ -130,9 +130,8 @@ class Player(threading.Thread):
                 if isinstance(frame, av.AudioFrame):
                     self.audio_frames += 1
                     continue
-                if self.video_frames % self.every == 0:
-                    self.images.append(frame.to_ndarray(format="bgr24"))
-                    self.received_at.append(time.monotonic())
+                self.images.append(frame.to_ndarray(format="bgr24"))
+                self.received_at.append(time.monotonic())
                 self.video_frames += 1
             if time.monotonic() > deadline:
                 return

@@ -396,15 +396,12 @@ class ShortEngine(RecordingEngine):
         return [output[:-1] for output in super().run(inputs)]
 
 
-def test_an_engine_that_returns_too_few_faces_never_leaves_a_face_raw(three_faces, engine):
+def test_an_engine_that_returns_too_few_faces_fails_the_frame_instead_of_leaving_a_face_raw(three_faces, engine):
+    """A missing result is an error, so the graph covers the frame whole; it is never
+    matched up with the wrong face or skipped."""
     image, faces = three_faces
-    try:
-        out = SynthAnonymiser(ShortEngine(engine), secret=SECRET).apply(image, faces)
-    except Exception:  # noqa: BLE001 - raising is fail closed: the graph covers the frame
-        return
-    for box in faces.boxes:
-        inner = face_interior(box)
-        assert mean_abs_diff(out[inner], image[inner]) > 5, f"face {box} left raw"
+    with pytest.raises(RuntimeError, match="the generator returned 2 faces for 3"):
+        SynthAnonymiser(ShortEngine(engine), secret=SECRET).apply(image, faces)
 
 
 def test_a_failing_engine_makes_apply_raise_instead_of_returning_the_raw_image(astronaut):
@@ -429,6 +426,10 @@ def test_a_failing_engine_in_the_graph_gets_the_frame_covered_and_fails_the_run(
 
 
 def test_veil_run_synth_hides_who_is_there_but_keeps_a_face_there(example_clip, tmp_path, gate, recogniser):
+    """Judged on every frame: no known face left raw, the recogniser no longer names the
+    person, and the gate's detectors still find a face where one was (utility)."""
+    from tests.known_faces import raw_faces
+
     clip, truth = example_clip
     out = tmp_path / "synth.mp4"
     result = subprocess.run(
@@ -439,12 +440,11 @@ def test_veil_run_synth_hides_who_is_there_but_keeps_a_face_there(example_clip, 
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    distances, found_in, found_again = [], 0, 0
+    distances, found_in, found_again, raw = [], 0, 0, []
     frames = 0
     for (index, before), (_, after) in zip(decoded_frames(clip), decoded_frames(out), strict=True):
         frames += 1
-        if index % 4:
-            continue
+        raw += [(index, box) for box in raw_faces(before, after, truth[index])]
         height, width = before.shape[:2]
         seen_before, seen_after = gate.detect(before), gate.detect(after)
         for box in truth[index]:
@@ -455,16 +455,16 @@ def test_veil_run_synth_hides_who_is_there_but_keeps_a_face_there(example_clip, 
                 found_in += 1
                 found_again += int(len(seen_after) > 0 and iou_matrix(box[None], seen_after).max() >= 0.3)
     assert frames == len(truth)
+    assert raw == [], f"faces left as they were: {raw[:5]}"
     distances = np.array(distances)
-    # Measured (every 4th frame, faces wholly in frame, 23 to 114 px high): all 52 faces
-    # above dlib's 0.6, median 0.72, but the smallest at 0.600: the cameraman's near-profile
-    # 41 px face, which is synthesised on frames where its landmarks pass the coverage
-    # check and pixelated on the others. Hence "most", not "all".
-    assert len(distances) >= 40
+    # Measured (every frame, faces wholly in frame, 23 to 114 px high): see the bound's
+    # comment in the commit that set it; the smallest distances are the cameraman's
+    # near-profile 41 px face, which is synthesised on frames where its landmarks pass the
+    # coverage check and pixelated on the others. Hence "most", not "all".
+    assert len(distances) >= 160
     assert np.mean(distances > Recogniser.THRESHOLD) >= 0.85, np.round(np.sort(distances), 2)
-    # Utility: the independent detector still finds a face where it found one in the
-    # input. Measured: 38 of 44 (86 %); all six misses are the cameraman's face.
-    assert found_in >= 30
+    # Utility: the independent detector still finds a face where it found one in the input.
+    assert found_in >= 120
     assert found_again / found_in >= 0.75, (found_again, found_in)
 
 

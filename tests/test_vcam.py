@@ -18,6 +18,7 @@ from stream.job import Options, run_live
 from stream.live import CLOCK, LiveSource
 from stream.privacy import leaked_faces
 from stream.vcam import VirtualCameraSink, install_hint, run_camera
+from tests.known_faces import raw_faces
 
 pyvirtualcam = pytest.importorskip("pyvirtualcam", reason="pyvirtualcam is not installed: pip install 'veil[vcam]'")
 
@@ -94,13 +95,17 @@ class Stamped:
     def __init__(self, source: LiveSource):
         self.source, self.rate = source, source.rate
         self.inputs: dict[int, np.ndarray] = {}
+        self.clip_index: dict[int, int] = {}  # which frame of the clip each number is
 
     @property
     def dropped(self) -> int:
         return self.source.dropped
 
     def __iter__(self):
+        first = None
         for number, frame in enumerate(self.source):
+            first = frame.time if first is None else first
+            self.clip_index[number] = round((frame.time - first) * float(self.rate))
             image = frame.image.copy()
             timecode.stamp(image, number)
             image[PATCH] = RED
@@ -108,13 +113,13 @@ class Stamped:
             yield frame.replace(image=image)
 
 
-def test_every_frame_the_virtual_camera_gets_is_anonymised_bgr_and_camera_sized(example_clip, gate, yunet):
+def test_every_frame_the_virtual_camera_gets_is_anonymised_bgr_and_camera_sized(example_clip, gate, live_yunet):
     clip, truth = example_clip
     recorder = Recorder()
     source = Stamped(LiveSource(str(clip), realtime=True, log=quiet))
     sink = VirtualCameraSink(640, 360, float(source.rate), camera=recorder, log=quiet)
     try:
-        report = run_live(source, sink, Options(progress=False), yunet, log=quiet)
+        report = run_live(source, sink, Options(progress=False), live_yunet, log=quiet)
     finally:
         source.source.close()
     camera = recorder.last
@@ -129,18 +134,19 @@ def test_every_frame_the_virtual_camera_gets_is_anonymised_bgr_and_camera_sized(
     assert None not in numbers and numbers == sorted(set(numbers))
 
     found = leaked = 0
-    for number, (_, received) in zip(numbers, camera.frames):
+    for number, (_, received) in zip(numbers, camera.frames):  # every frame the camera got
         assert received.shape == (360, 640, 3) and received.dtype == np.uint8
         assert (received[PATCH] == RED).all(), f"colour channels changed on frame {number}"
-        if number % 3 == 0:
-            faces = gate.detect(source.inputs[number])
-            found += len(faces)
-            leaked += len(leaked_faces(faces, received, gate))
-    assert found >= 20, "the gate must see the faces in the input for this to mean anything"
+        sent = source.inputs[number]
+        assert raw_faces(sent, received, truth[source.clip_index[number]]) == [], f"a known face left raw on frame {number}"
+        faces = gate.detect(sent)
+        found += len(faces)
+        leaked += len(leaked_faces(faces, received, gate))
+    assert found >= 60, "the gate must see the faces in the input for this to mean anything"
     assert leaked == 0
 
 
-def test_frames_kept_on_the_device_reach_the_camera_as_bgr(example_clip, gate, yunet):
+def test_frames_kept_on_the_device_reach_the_camera_as_bgr(example_clip, gate, live_yunet):
     """The GPU path hands encoders I420; the camera takes BGR only, so it gets BGR
     (here on torch CPU tensors, through the kernels' CPU shim)."""
     pytest.importorskip("torch")
@@ -149,7 +155,7 @@ def test_frames_kept_on_the_device_reach_the_camera_as_bgr(example_clip, gate, y
     source = Stamped(LiveSource(str(clip), realtime=False, log=quiet))
     sink = VirtualCameraSink(640, 360, float(source.rate), camera=recorder, log=quiet)
     try:
-        report = run_live(source, sink, Options(progress=False, mode="blur", frames_on_device=True), yunet, log=quiet)
+        report = run_live(source, sink, Options(progress=False, mode="blur", frames_on_device=True), live_yunet, log=quiet)
     finally:
         source.source.close()
     camera = recorder.last
