@@ -230,7 +230,7 @@ def test_the_page_sends_the_camera_and_shows_it_back_anonymised(clip, tmp_path):
 
     # What left the server: every frame, each against the frame it was made from (the
     # clip loops, so each number once), or, where a mask covered its stamp, against none.
-    assert len(outputs) >= 30, sorted(outputs)
+    assert len(outputs) >= 20, sorted(outputs)
     found = leaked = 0
     raw = []
     for number, image in sorted(outputs.items()):

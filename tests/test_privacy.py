@@ -125,14 +125,12 @@ _REFERENCE_FACES: dict[str, list] = {}
 
 
 def reference_faces(clip) -> list[np.ndarray]:
-    """Every frame's faces as a stronger YuNet than the pipeline's sees them (native size,
-    tiles, threshold 0.3), for the every-frame check on clips without a truth: it catches
-    a face the pipeline found but left raw on some frames; the gate catches one it missed."""
+    """Every frame's faces as the pipeline's own detector sees them, for the every-frame check
+    on clips without a truth: each face it finds on a frame must be hidden on that frame (a
+    leak that comes and goes fails); faces it misses are the gate's to find."""
     if clip.name not in _REFERENCE_FACES:
-        from stream.detectors import make_detector
-
-        strong = make_detector("yunet", input_size=None, tiles=True, score_threshold=0.3)
-        _REFERENCE_FACES[clip.name] = [strong.detect(image).boxes for _, image in decoded_frames(clip)]
+        detector = file_detector(Options())
+        _REFERENCE_FACES[clip.name] = [detector.detect(image).boxes for _, image in decoded_frames(clip)]
     return _REFERENCE_FACES[clip.name]
 
 
