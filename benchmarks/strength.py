@@ -3,7 +3,7 @@
     python -m benchmarks.strength [--out benchmarks/STRENGTH.md] [--heights 32,48,64,112]
 
 Where the floor on ``--strength`` (stream/limits.py) and the pixelation default
-(stream/anonymise.py) come from. Faces from three sets, each scaled so that its face is
+(stream/anonymisers/classic.py) come from. Faces from three sets, each scaled so that its face is
 ``--heights`` pixels high:
 - the faces installed packages ship (scikit-image's astronaut and cameraman), always;
 - ``../shared/data/identities/glint24``: 24 people, ``--per-person`` aligned crops each,
@@ -33,16 +33,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.anonymise import BLUR_CELLS, PIXELATE_CELLS, Anonymiser
-from stream.demo import Actor, render_frames
-from stream.detectors import make_detector
-from stream.faces import iou_matrix
-from stream.privacy import IndependentDetector, Recogniser, decoded_frames, load_identities
+from veil.stream.anonymisers.classic import BLUR_CELLS, PIXELATE_CELLS, Anonymiser
+from veil.testing.clips import Actor, render_frames
+from veil.stream.detectors import make_detector
+from veil.stream.faces import iou_matrix
+from veil.testing.privacy import IndependentDetector, Recogniser, decoded_frames, load_identities
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
 SINGLE_PERSON = ("talking_head_d0", "talking_head_d3", "talking_head_d10", "talking_head_d13", "selfie_portrait_1080x608")
-SHIPPED = {"astronaut": 113.9, "camera": 81.7}  # face box height in the photo (stream.demo)
+SHIPPED = {"astronaut": 113.9, "camera": 81.7}  # face box height in the photo (veil.testing.clips)
 # (mode, cells across the face): strength = the mode's cells at strength 1 / these
 SETTINGS = [("none", 0.0)] + [("blur", c) for c in (3, 4, 6, 8.6, 12)] + [("pixelate", c) for c in (3, 4, 6, 8.6, 12, 17)]
 CELLS = {"blur": BLUR_CELLS, "pixelate": PIXELATE_CELLS}

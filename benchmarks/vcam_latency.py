@@ -2,10 +2,10 @@
 
     python benchmarks/vcam_latency.py [--seconds 10] [--size 1280x720] [--fps 30]
 
-A clip of moving faces (``stream.demo``) is played at its own pace by a
+A clip of moving faces (``veil.testing.clips``) is played at its own pace by a
 ``LiveSource`` (``realtime=True``), the stand-in for a webcam. As each frame leaves
 the source, its capture moment (the source's ``captured``, mapped to the wall clock)
-is burned into its top-left corner with ``stream.timecode``. The frames go through
+is burned into its top-left corner with ``veil.testing.timecode``. The frames go through
 ``run_live`` into ``VirtualCameraSink``, whose ``pyvirtualcam.Camera`` has a recording
 device behind it (a v4l2loopback module cannot be loaded everywhere); the device reads
 each frame's stamp the moment pyvirtualcam hands it over: capture-to-output latency
@@ -32,13 +32,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from stream import timecode
-from stream.anonymise import MODES, cover_whole_frame
-from stream.demo import make_example_clip
-from stream.graph import Graph
-from stream.job import Options, live_detector, run_live
-from stream.live import LiveSource
-from stream.vcam import VirtualCameraSink, parse_size
+from veil.testing import timecode
+from veil.stream.anonymisers.classic import MODES, cover_whole_frame
+from veil.testing.clips import make_example_clip
+from veil.stream.graph import Graph
+from veil.stream.jobs import Options, live_detector, run_live
+from veil.stream.io.live import LiveSource
+from veil.stream.io.vcam import VirtualCameraSink, parse_size
 
 BACKEND = "veil-benchmark-recorder"
 CORNER = np.s_[: timecode.ROWS * timecode.CELL, : timecode.COLUMNS * timecode.CELL]

@@ -13,7 +13,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from engines.runtime import MAX_BATCH
+from veil.engines.runtime import MAX_BATCH
 
 
 class BatchingEngine:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-OPSET = 17  # every backend here runs it: ONNX Runtime, TensorRT 10's parser, engines.onnx_torch
+OPSET = 17  # every backend here runs it: ONNX Runtime, TensorRT 10's parser, veil.engines.onnx_torch
 
 
 def export_onnx(module, example_inputs: tuple, path: str | Path, input_names: list[str], output_names: list[str],

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engines.align import IN_CHANNELS, LATENT
+from veil.engines.align import IN_CHANNELS, LATENT
 
 WIDTHS = (32, 64, 128, 256, 256)  # at 128, 64, 32, 16 and 8 pixels
 

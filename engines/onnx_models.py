@@ -16,7 +16,7 @@ import onnx
 import onnxruntime
 from onnx import numpy_helper
 
-from stream.errors import InputError, MissingDependency
+from veil.errors import InputError, MissingDependency
 
 CPU = ("CPUExecutionProvider",)
 QUIET = 3  # ONNX Runtime severity "error": the shipped models warn about unused initializers

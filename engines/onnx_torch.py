@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
-from stream.errors import InputError
+from veil.errors import InputError
 
 
 def _attrs(node: onnx.NodeProto) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from stream.errors import InputError, MissingDependency
+from veil.errors import InputError, MissingDependency
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 DEVICES = ("cpu", "cuda")
@@ -122,7 +122,7 @@ class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
 
     def __init__(self, model: onnx.ModelProto, device: str, intra_op_threads: int | None):
-        from engines.onnx_models import load_session
+        from veil.engines.onnx_models import load_session
 
         super().__init__(model, device)
         self.session = load_session(model, (ORT_PROVIDERS[device],), intra_op_threads)
@@ -168,14 +168,14 @@ def _torch_copy(ortvalue, onnx_type: str, device):
 
 
 class TorchEngine(Engine):
-    """The ONNX graph as a torch module (engines.onnx_torch): runs wherever torch runs."""
+    """The ONNX graph as a torch module (veil.engines.onnx_torch): runs wherever torch runs."""
 
     backend = "torch"
 
     def __init__(self, model: onnx.ModelProto, device: str, intra_op_threads: int | None):
         import torch
 
-        from engines.onnx_torch import to_torch
+        from veil.engines.onnx_torch import to_torch
 
         super().__init__(model, device)
         if intra_op_threads is not None:
@@ -216,7 +216,7 @@ def check_available(backend: str, device: str) -> None:
             )
         return
     if backend == "tensorrt":
-        from engines.tensorrt_backend import import_tensorrt
+        from veil.engines.tensorrt_backend import import_tensorrt
 
         import_tensorrt()
     if importlib.util.find_spec("torch") is None:
@@ -256,6 +256,6 @@ def open_engine(model: str | Path | onnx.ModelProto, backend: str = "onnxruntime
         return OnnxRuntimeEngine(model, device, intra_op_threads)
     if backend == "torch":
         return TorchEngine(model, device, intra_op_threads)
-    from engines.tensorrt_backend import TensorRTEngine
+    from veil.engines.tensorrt_backend import TensorRTEngine
 
     return TensorRTEngine(model, cache_dir=cache_dir, shapes=shapes)

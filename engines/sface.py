@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from engines.onnx_models import drop_unread_inputs, fold_constant_dequantize, make_input_dims_symbolic
+from veil.engines.onnx_models import drop_unread_inputs, fold_constant_dequantize, make_input_dims_symbolic
 
 # OpenCV's FaceRecognizerSF threshold for "same person" on cosine similarity.
 COSINE_THRESHOLD = 0.363

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import onnx
 
-from engines.runtime import MAX_BATCH, Engine, Shapes, graph_inputs
-from stream.errors import InputError, MissingDependency, StageError
+from veil.engines.runtime import MAX_BATCH, Engine, Shapes, graph_inputs
+from veil.errors import InputError, MissingDependency, StageError
 
 INSTALL_HINT = "pip install tensorrt (TensorRT 10 or newer, for NVIDIA GPUs)"
 

@@ -1,4 +1,4 @@
-"""`veil train` / `python -m engines.train`: train the face generator on a folder of photos.
+"""`veil train` / `python -m veil.engines.train`: train the face generator on a folder of photos.
 
 Each photo's largest face is found and aligned by the same YuNet detector and template
 the pipeline uses; the landmarks are cached in ``<out>/index.npz`` so a second run (or
@@ -28,10 +28,12 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from engines import align, sface
-from engines.generator import LATENT, Discriminator, Generator
-from engines.onnx_torch import to_torch
-from stream.errors import InputError
+from veil.engines import align
+
+from veil.engines import sface
+from veil.engines.generator import LATENT, Discriminator, Generator
+from veil.engines.onnx_torch import to_torch
+from veil.errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MIRROR = [1, 0, 2, 4, 3]  # landmark order after a horizontal flip
@@ -53,7 +55,7 @@ def prepare_index(folder: Path, out: Path, log=print) -> tuple[list[Path], np.nd
     if index.exists():
         data = np.load(index)
         return [folder / p for p in data["paths"]], data["landmarks"]
-    from stream.detectors import make_detector
+    from veil.stream.detectors import make_detector
 
     detector = make_detector("yunet")
     paths, landmarks = [], []
@@ -248,7 +250,7 @@ def train(args: argparse.Namespace, log=print) -> Path:
 
 
 def export(generator: Generator, path: Path) -> Path:
-    from engines.export import export_onnx
+    from veil.engines.export import export_onnx
 
     generator = generator.float().cpu().eval()
     example = (torch.randn(1, 9, align.SIZE, align.SIZE), torch.randn(1, LATENT))
@@ -273,7 +275,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=1000)
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m engines.train") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m veil.engines.train") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

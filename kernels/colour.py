@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.loader import empty, grid_for, module_for
+from veil.kernels.loader import empty, grid_for, module_for
 
 BLOCK = (16, 16, 1)  # threads of 2 x 2 pixel blocks
 MATRICES = {601: (0.299, 0.114), 709: (0.2126, 0.0722)}  # luma weights of red and blue

@@ -1,11 +1,11 @@
 """Launch ``composite.cu`` and its reference: every de-identified crop of a frame blended
-back through the feathered alpha in one launch, as ``stream.synth.paste`` does face by face."""
+back through the feathered alpha in one launch, as ``veil.stream.anonymisers.synth.paste`` does face by face."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from kernels.loader import beside, grid_for, module_for
+from veil.kernels.loader import beside, grid_for, module_for
 
 BLOCK = (16, 16, 1)
 
@@ -13,7 +13,7 @@ BLOCK = (16, 16, 1)
 def paste_rois(matrices: np.ndarray, height: int, width: int) -> np.ndarray:
     """N x 4 int32 (left, top, right, bottom): the frame box ``paste`` may change for each
     face (all zeros for a face off the frame). The kernel writes nothing outside them."""
-    from stream.synth import paste_box
+    from veil.stream.anonymisers.synth import paste_box
 
     rois = np.zeros((len(matrices), 4), np.int32)
     for i, matrix in enumerate(matrices):
@@ -53,7 +53,7 @@ def composite(frame, crops, matrices: np.ndarray, alpha) -> None:
 
 def composite_reference(frame: np.ndarray, crops: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     """What the CPU pipeline runs: ``paste`` (align.SIZE crops, align.BLEND_ALPHA) face by face."""
-    from stream.synth import paste  # the whole synth anonymiser: needed by the reference only, not to launch
+    from veil.stream.anonymisers.synth import paste  # the whole synth anonymiser: needed by the reference only, not to launch
 
     out = frame.copy()
     for crop, matrix in zip(crops, matrices, strict=True):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.errors import MissingDependency
+from veil.errors import MissingDependency
 
 HERE = Path(__file__).resolve().parent
 SHIM = HERE / "cuda_shim.h"

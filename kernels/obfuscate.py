@@ -1,6 +1,6 @@
 """Launch ``obfuscate.cu`` and its NumPy/OpenCV reference: pixelate or gaussian-blur
 every face of a frame in a few batched launches, with the CPU anonymiser's regions and
-feathered masks (stream/anonymise.py), so the GPU path protects faces the same way."""
+feathered masks (stream/anonymisers/classic.py), so the GPU path protects faces the same way."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from kernels.loader import beside, empty, grid_for, module_for
-from stream.anonymise import BLUR_CELLS, PIXELATE_CELLS, Anonymiser
+from veil.kernels.loader import beside, empty, grid_for, module_for
+from veil.stream.anonymisers.classic import BLUR_CELLS, PIXELATE_CELLS, Anonymiser
 
 BLOCK = (16, 16, 1)
 CELL_BLOCK = (4, 4, 1)  # a face has only a few cells; each thread sums a whole cell

@@ -6,8 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engines import align
-from kernels.loader import beside, empty, grid_for, module_for
+from veil.engines import align
+from veil.kernels.loader import beside, empty, grid_for, module_for
 
 BLOCK = (16, 16, 1)
 

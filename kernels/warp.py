@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from kernels.loader import empty, grid_for, module_for
+from veil.kernels.loader import empty, grid_for, module_for
 
 BLOCK = (16, 16, 1)
 

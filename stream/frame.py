@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from stream.faces import Faces
+from veil.stream.faces import Faces
 
 
 @dataclass(frozen=True)

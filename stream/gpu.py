@@ -22,20 +22,20 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from engines import align
-from kernels.colour import bgr_to_i420
-from kernels.composite import composite
-from kernels.loader import beside
-from kernels.obfuscate import obscure
-from kernels.preprocess import detector_input, preprocess
-from kernels.warp import warp
-from stream.anonymise import Anonymiser
-from stream.detectors.resize import DARK_MEAN_LUMA, PAD_MULTIPLE, mapped, merge_overlapping, nms
-from stream.detectors.yunet import YuNet, decode
-from stream.errors import InputError
-from stream.faces import Faces
-from stream.frame import Frame
-from stream.synth import AlignedFace, SynthAnonymiser
+from veil.engines import align
+from veil.kernels.colour import bgr_to_i420
+from veil.kernels.composite import composite
+from veil.kernels.loader import beside
+from veil.kernels.obfuscate import obscure
+from veil.kernels.preprocess import detector_input, preprocess
+from veil.kernels.warp import warp
+from veil.stream.anonymisers.classic import Anonymiser
+from veil.stream.detectors.passes import DARK_MEAN_LUMA, PAD_MULTIPLE, mapped, merge_overlapping, nms
+from veil.stream.detectors.yunet import YuNet, decode
+from veil.errors import InputError
+from veil.stream.faces import Faces
+from veil.stream.frame import Frame
+from veil.stream.anonymisers.synth import AlignedFace, SynthAnonymiser
 
 GREY_BGR = (0.114, 0.587, 0.299)  # cv2's BGR2GRAY weights
 

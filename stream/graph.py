@@ -10,7 +10,7 @@ source then stops reading, the frames already in flight finish, and ``run`` rais
 the first error. A stage that takes longer than ``stage_timeout`` stops the graph at
 once: the stuck frame and those behind it never reach the sink.
 
-Live runs use queues of one frame (the source drops, see ``stream.live``), cap the
+Live runs use queues of one frame (the source drops, see ``veil.stream.io.live``), cap the
 frames inside the graph (``max_in_flight``: the next frame is taken from the source
 only when one has left, so it is the newest there is rather than one that aged in a
 queue behind a busy stage), and may set ``target_delay``: each frame is written that long after its capture, no sooner,
@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from stream.errors import OutputError, StageError
-from stream.frame import Frame
-from stream.stats import LatencyLog
+from veil.errors import OutputError, StageError
+from veil.stream.frame import Frame
+from veil.stream.stats import LatencyLog
 
 _END = object()
 _POLL_S = 0.05
@@ -62,7 +62,7 @@ class RunReport:
     wall_s: float = 0.0  # set at the end of the run
     started: float = field(default_factory=time.perf_counter)
     latency: LatencyLog = field(default_factory=LatencyLog)
-    transfers: object = None  # the GPU path's host <-> device copies (stream.gpu.Transfers), counted
+    transfers: object = None  # the GPU path's host <-> device copies (veil.stream.gpu.Transfers), counted
 
     @property
     def fps(self) -> float:

@@ -12,9 +12,9 @@ import math
 import numbers
 from dataclasses import dataclass
 
-from stream.errors import InputError
+from veil.errors import InputError
 
-# Strength is relative to the face (stream.anonymise: cells across the face = CELLS / strength).
+# Strength is relative to the face (veil.stream.anonymisers.classic: cells across the face = CELLS / strength).
 # 1 is the weakest setting at which neither the recogniser nor the gate saw through blur or
 # pixelation on any of 430 faces 32 to 112 px high (benchmarks/STRENGTH.md); pixelation at
 # 1.5 times as many cells was already found again on small faces.

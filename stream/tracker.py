@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from stream.errors import InputError
-from stream.faces import Faces, iou_matrix
+from veil.errors import InputError
+from veil.stream.faces import Faces, iou_matrix
 
 # One step is one frame: position += velocity.
 _F = np.eye(8)

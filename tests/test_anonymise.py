@@ -7,10 +7,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from stream.anonymise import MODES, Anonymiser, cover_whole_frame
-from stream.errors import InputError
-from stream.faces import Faces
-from stream.frame import Frame
+from veil.stream.anonymisers.classic import MODES, Anonymiser, cover_whole_frame
+from veil.errors import InputError
+from veil.stream.faces import Faces
+from veil.stream.frame import Frame
 
 
 @pytest.fixture

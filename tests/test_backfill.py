@@ -7,12 +7,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from stream.anonymise import cover_whole_frame
-from stream.backfill import BackfillStage
-from stream.errors import StageError
-from stream.faces import Faces
-from stream.frame import Frame
-from stream.graph import Graph
+from veil.stream.anonymisers.classic import cover_whole_frame
+from veil.stream.stages.backfill import BackfillStage
+from veil.errors import StageError
+from veil.stream.faces import Faces
+from veil.stream.frame import Frame
+from veil.stream.graph import Graph
 from tests.fakes import ListSink
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from engines.batching import BatchingEngine
+from veil.engines.batching import BatchingEngine
 
 
 class SlowDoubler:

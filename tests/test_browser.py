@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import pytest
 
-from stream import timecode
-from stream.demo import render_frames
-from stream.job import Options
-from stream.privacy import IndependentDetector, leaked_faces
-from stream.webrtc import WebRtcServer
+from veil.testing import timecode
+from veil.testing.clips import render_frames
+from veil.stream.jobs import Options
+from veil.testing.privacy import IndependentDetector, leaked_faces
+from veil.stream.io.webrtc import WebRtcServer
 from tests.known_faces import raw_faces
 from tests.servers import require
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from stream.privacy import decoded_frames, leaked_faces
+from veil.testing.privacy import decoded_frames, leaked_faces
 from tests.conftest import lossless_clip, raw_h264
 
 
 def veil(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "stream.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "veil.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def assert_clean_input_error(result, message: str):
@@ -144,7 +144,7 @@ def test_a_write_failure_mid_run_is_a_one_line_output_error(example_clip, tmp_pa
         resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
 
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "run", str(clip), "-o", str(tmp_path / "out.mp4"), "-q"],
+        [sys.executable, "-m", "veil.cli", "run", str(clip), "-o", str(tmp_path / "out.mp4"), "-q"],
         capture_output=True, text=True, timeout=300, preexec_fn=small_file_limit,
     )
     assert_clean_input_error(result, "File too large")
@@ -161,7 +161,7 @@ BAD_VALUES = ["nan", "inf", "-inf", "0", "-1", "1e9", "1e400", "abc"]
 
 
 def test_every_numeric_flag_of_veil_run_is_known_to_the_sweep():
-    from stream.cli import _parser
+    from veil.cli import _parser
 
     run = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
     typed = {a.option_strings[-1] for a in run._actions if a.type is not None and a.option_strings}
@@ -170,7 +170,7 @@ def test_every_numeric_flag_of_veil_run_is_known_to_the_sweep():
 
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory) -> tuple[Path, list]:
-    from stream.demo import make_example_clip
+    from veil.testing.clips import make_example_clip
 
     path = tmp_path_factory.mktemp("sweep") / "short.mp4"
     return path, make_example_clip(path, width=480, height=270, seconds=1.2)
@@ -178,7 +178,7 @@ def short_clip(tmp_path_factory) -> tuple[Path, list]:
 
 def in_process(argv, capsys) -> tuple[int, str]:
     """``veil ARGV`` in this process (quicker than a new one for each of dozens of values)."""
-    from stream.cli import main
+    from veil.cli import main
 
     try:
         code = main([str(a) for a in argv])
@@ -217,11 +217,11 @@ def test_a_bad_number_is_one_line_and_exit_2_or_a_run_the_gate_cannot_see_throug
 def test_a_second_run_on_the_same_output_fails_at_once_and_the_first_finishes_intact(tmp_path):
     import time
 
-    from stream.demo import make_example_clip
+    from veil.testing.clips import make_example_clip
 
     clip, out = tmp_path / "long.mp4", tmp_path / "out.mp4"
     truth = make_example_clip(clip, width=1280, height=720, seconds=8, audio=False)
-    first = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", str(clip), "-o", str(out), "-q"],
+    first = subprocess.Popen([sys.executable, "-m", "veil.cli", "run", str(clip), "-o", str(out), "-q"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     partial = tmp_path / "out.partial.mp4"
     deadline = time.monotonic() + 60
@@ -246,8 +246,8 @@ def test_a_partial_file_no_run_holds_is_overwritten(example_clip, tmp_path):
 
 
 def test_a_claim_is_exclusive_until_it_is_committed_or_given_up(tmp_path):
-    from stream.errors import OutputError
-    from stream.partial import PartialFile
+    from veil.errors import OutputError
+    from veil.stream.io.partial import PartialFile
 
     target = tmp_path / "out.mp4"
     claim = PartialFile(target)

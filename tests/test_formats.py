@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.demo import make_example_clip, render_frames
-from stream.privacy import decoded_frames, leaked_faces
+from veil.testing.clips import make_example_clip, render_frames
+from veil.testing.privacy import decoded_frames, leaked_faces
 from tests.known_faces import raw_faces
 from tests.test_cli import assert_clean_input_error, veil
 

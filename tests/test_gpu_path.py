@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from stream.anonymise import cover_whole_frame
-from stream.detectors import make_detector
-from stream.errors import InputError
-from stream.faces import iou_matrix
-from stream.frame import Frame
-from stream.gpu import DeviceDetector, DeviceObscurer, DownloadStage, Transfers
-from stream.graph import RunReport
-from stream.job import Options, run_video, stream_anonymiser
-from stream.privacy import Recogniser, decoded_frames, video_leaks
+from veil.stream.anonymisers.classic import cover_whole_frame
+from veil.stream.detectors import make_detector
+from veil.errors import InputError
+from veil.stream.faces import iou_matrix
+from veil.stream.frame import Frame
+from veil.stream.gpu import DeviceDetector, DeviceObscurer, DownloadStage, Transfers
+from veil.stream.graph import RunReport
+from veil.stream.jobs import Options, run_video, stream_anonymiser
+from veil.testing.privacy import Recogniser, decoded_frames, video_leaks
 
 
 def on_device(clip, out, detector, device="cpu", log=lambda *_: None, **options) -> RunReport:

@@ -9,9 +9,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from stream.errors import StageError
-from stream.frame import Frame
-from stream.graph import Graph
+from veil.errors import StageError
+from veil.stream.frame import Frame
+from veil.stream.graph import Graph
 from tests.fakes import ListSink
 
 

@@ -10,8 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from kernels import loader
-from kernels.warp import warp, warp_reference
+from veil.kernels import loader
+from veil.kernels.warp import warp, warp_reference
 from tests.kernel_devices import DEVICES, back, on
 
 ARCHITECTURES = ("sm_75", "sm_80", "sm_86", "sm_90")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines import align
-from kernels.composite import composite, composite_reference, paste_rois
+from veil.engines import align
+from veil.kernels.composite import composite, composite_reference, paste_rois
 from tests.kernel_devices import DEVICES, back, on
 
 HEIGHT, WIDTH = 61, 83  # not multiples of the 16 x 16 block

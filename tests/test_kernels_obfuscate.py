@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kernels.obfuscate import face_regions, obscure, obscure_reference
-from stream.anonymise import Anonymiser
-from stream.faces import Faces
+from veil.kernels.obfuscate import face_regions, obscure, obscure_reference
+from veil.stream.anonymisers.classic import Anonymiser
+from veil.stream.faces import Faces
 from tests.kernel_devices import DEVICES, back, on
 
 # An odd-sized frame (not a multiple of the 16 x 16 block) and faces of several sizes:

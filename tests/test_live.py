@@ -15,13 +15,13 @@ import av
 import numpy as np
 import pytest
 
-from stream import timecode
-from stream.anonymise import cover_whole_frame
-from stream.frame import Frame
-from stream.graph import Graph
-from stream.job import Options, run_live
-from stream.live import CLOCK, CoverGaps, FrameSlot, LiveSource, SourceLost
-from stream.stats import RESERVOIR, LatencyLog
+from veil.testing import timecode
+from veil.stream.anonymisers.classic import cover_whole_frame
+from veil.stream.frame import Frame
+from veil.stream.graph import Graph
+from veil.stream.jobs import Options, run_live
+from veil.stream.io.live import CLOCK, CoverGaps, FrameSlot, LiveSource, SourceLost
+from veil.stream.stats import RESERVOIR, LatencyLog
 
 
 def frame(index: int, audio=(), value: int = 0) -> Frame:
@@ -151,7 +151,7 @@ def test_stopping_a_live_run_with_sigterm_finishes_the_recording(example_clip, t
     out = tmp_path / "live.mkv"
     # A live run from a file plays it in real time; stop it part way through.
     process = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "run", str(clip), "--live", "-o", str(out)],
+        [sys.executable, "-m", "veil.cli", "run", str(clip), "--live", "-o", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -208,9 +208,9 @@ def test_a_capped_graph_takes_the_next_frame_only_after_one_has_left():
 
 
 def test_verbose_live_runs_report_latency_and_drops_while_running(example_clip, yunet, monkeypatch):
-    import stream.job
+    import veil.stream.jobs
 
-    monkeypatch.setattr(stream.job, "LIVE_REPORT_EVERY_S", 0.5)
+    monkeypatch.setattr(veil.stream.jobs, "LIVE_REPORT_EVERY_S", 0.5)
     clip, _ = example_clip
     source = LiveSource(str(clip), realtime=True)
     lines: list[str] = []

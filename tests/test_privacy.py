@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.anonymise import ALL_MODES, MODES
-from stream.demo import Actor, make_example_clip
-from stream.job import Options, file_detector, run_video
-from stream.privacy import Recogniser, decoded_frames, leaked_faces, load_identities, reidentification, video_leaks
+from veil.stream.anonymisers.classic import ALL_MODES, MODES
+from veil.testing.clips import Actor, make_example_clip
+from veil.stream.jobs import Options, file_detector, run_video
+from veil.testing.privacy import Recogniser, decoded_frames, leaked_faces, load_identities, reidentification, video_leaks
 from tests.conftest import shared_data
 from tests.known_faces import judged_faces, raw_faces
 
@@ -156,7 +156,7 @@ def test_no_face_of_a_real_clip_is_left_or_found_again(name, mode, tmp_path, gat
 
 # The faces that installed packages ship (scikit-image's astronaut and cameraman, as the
 # example clip uses them), at the sizes small faces are seen in video, as is and mirrored.
-SHIPPED = {"astronaut": 113.9, "camera": 81.7}  # face box height in the photo (stream.demo)
+SHIPPED = {"astronaut": 113.9, "camera": 81.7}  # face box height in the photo (veil.testing.clips)
 SHIPPED_HEIGHTS = (40, 56, 80, 120)
 
 
@@ -165,7 +165,7 @@ def shipped_faces(recogniser):
     """[(person, scene, faces Veil detects, the judge's box, the judge's descriptor)]."""
     import dlib
 
-    from stream.demo import render_frames
+    from veil.testing.clips import render_frames
 
     hog = dlib.get_frontal_face_detector()
     scenes = []

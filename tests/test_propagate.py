@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from engines import align
-from engines.batching import BatchingEngine
-from stream.errors import InputError
-from stream.faces import Faces
-from stream.job import Options, stream_anonymiser
-from stream.propagate import DIS_PRESET, FLOW_LIMIT, NOSE_SHIFT, PropagatingSynth
-from stream.synth import SynthAnonymiser, warp_crop
+from veil.engines import align
+from veil.engines.batching import BatchingEngine
+from veil.errors import InputError
+from veil.stream.faces import Faces
+from veil.stream.jobs import Options, stream_anonymiser
+from veil.stream.anonymisers.propagate import DIS_PRESET, FLOW_LIMIT, NOSE_SHIFT, PropagatingSynth
+from veil.stream.anonymisers.synth import SynthAnonymiser, warp_crop
 from tests.test_synth import SECRET, face_interior, outside_blend_region, photo, with_tracks
 
 
@@ -348,7 +348,7 @@ def test_between_keyframes_the_hidden_face_reaches_the_output_only_as_a_bounded_
     the generator never sees those pixels) or is exactly the keyframe's generated face
     moved by a flow of at most FLOW_MAX crop pixels anywhere and FLOW_LIMIT on average;
     and nothing outside the face changes."""
-    from stream.propagate import FLOW_MAX, displacement
+    from veil.stream.anonymisers.propagate import FLOW_MAX, displacement
     from tests.test_synth import deep_inside_face_mask
 
     synth = SynthAnonymiser(TextureEngine(), secret=SECRET)

@@ -15,11 +15,11 @@ import av
 import numpy as np
 import pytest
 
-from stream import timecode
-from stream.demo import make_example_clip
-from stream.errors import InputError
-from stream.job import Options, run
-from stream.privacy import decoded_frames, leaked_faces
+from veil.testing import timecode
+from veil.testing.clips import make_example_clip
+from veil.errors import InputError
+from veil.stream.jobs import Options, run
+from veil.testing.privacy import decoded_frames, leaked_faces
 from tests.known_faces import raw_faces
 from tests.servers import Player, RtmpServer, free_port, publish
 
@@ -152,7 +152,7 @@ def test_a_malformed_stream_is_a_clear_error_not_a_crash(tmp_path):
 
     threading.Thread(target=send_garbage, daemon=True).start()
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "run", f"tcp://127.0.0.1:{port}", "-o", str(tmp_path / "out.mkv")],
+        [sys.executable, "-m", "veil.cli", "run", f"tcp://127.0.0.1:{port}", "-o", str(tmp_path / "out.mkv")],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     listener.close()

@@ -2,7 +2,7 @@
 track keeps one synthetic identity, the background is untouched, faces it cannot
 replace are pixelated (fail closed), and the result is not re-identified.
 
-Real face photos (scikit-image's astronaut, the photos stream/demo.py moves) with
+Real face photos (scikit-image's astronaut, the photos veil/testing/clips.py moves) with
 YuNet's detections, so the landmarks are real ones."""
 
 from __future__ import annotations
@@ -18,19 +18,20 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engines import align
-from engines.batching import BatchingEngine
-from engines.generator import LATENT
-from engines.runtime import open_engine
-from engines.tensorrt_backend import MAX_BATCH
-from stream.anonymise import Anonymiser, cover_whole_frame
-from stream.errors import InputError, StageError
-from stream.faces import Faces, iou_matrix
-from stream.frame import Frame
-from stream.graph import Graph
-from stream.privacy import Recogniser, decoded_frames, load_identities
-from stream.stages import AnonymiseStage
-from stream.synth import MIN_FACE_PX, WEIGHTS, SynthAnonymiser, covers_box, latent_code
+from veil.engines import align
+from veil.engines.batching import BatchingEngine
+from veil.engines.generator import LATENT
+from veil.engines.runtime import open_engine
+from veil.engines.tensorrt_backend import MAX_BATCH
+from veil.stream.anonymisers.classic import Anonymiser, cover_whole_frame
+from veil.errors import InputError, StageError
+from veil.stream.faces import Faces, iou_matrix
+from veil.stream.frame import Frame
+from veil.stream.graph import Graph
+from veil.testing.privacy import Recogniser, decoded_frames, load_identities
+from veil.stream.stages import AnonymiseStage
+from veil.engines import GENERATOR_WEIGHTS
+from veil.stream.anonymisers.synth import MIN_FACE_PX, SynthAnonymiser, covers_box, latent_code
 from tests.conftest import shared_data
 from tests.fakes import ListSink
 
@@ -67,7 +68,7 @@ class BrokenEngine:
 
 @pytest.fixture(scope="module")
 def engine():
-    return open_engine(WEIGHTS, "onnxruntime", "cpu")
+    return open_engine(GENERATOR_WEIGHTS, "onnxruntime", "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +311,7 @@ def test_all_faces_of_a_frame_reach_the_engine_in_one_batch(three_faces, engine)
 
 class BatchLimitedEngine(RecordingEngine):
     """Refuses more than MAX_BATCH faces per call, as a TensorRT engine built with the
-    default profile does (engines.tensorrt_backend: set_input_shape fails -> InputError)."""
+    default profile does (veil.engines.tensorrt_backend: set_input_shape fails -> InputError)."""
 
     def run(self, inputs: dict) -> list:
         if len(inputs["image"]) > MAX_BATCH:
@@ -433,7 +434,7 @@ def test_veil_run_synth_hides_who_is_there_but_keeps_a_face_there(example_clip, 
     clip, truth = example_clip
     out = tmp_path / "synth.mp4"
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "run", str(clip), "-o", str(out), "--mode", "synth", "--secret", "tests", "-q"],
+        [sys.executable, "-m", "veil.cli", "run", str(clip), "-o", str(out), "--mode", "synth", "--secret", "tests", "-q"],
         check=False,
         capture_output=True,
         text=True,

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from stream.errors import InputError
-from stream.faces import Faces
-from stream.tracker import Tracker
+from veil.errors import InputError
+from veil.stream.faces import Faces
+from veil.stream.tracker import Tracker
 
 W, H = 640, 480
 

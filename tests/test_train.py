@@ -17,10 +17,12 @@ import pytest
 import skimage.data
 import torch
 
-from engines import align, train
-from engines.generator import IN_CHANNELS, LATENT
-from stream import cli
-from stream.errors import InputError
+from veil.engines import align
+
+from veil.engines import train
+from veil.engines.generator import IN_CHANNELS, LATENT
+from veil import cli
+from veil.errors import InputError
 
 STEPS = ["--batch", "4", "--workers", "0", "--log-every", "1", "--sample-every", "1", "--device", "cpu"]
 LOSSES = ["d", *train.WEIGHTS]

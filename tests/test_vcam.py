@@ -10,14 +10,15 @@ import time
 import numpy as np
 import pytest
 
-import stream.job
-from stream import timecode, vcam
-from stream.errors import InputError, MissingDependency, OutputError
-from stream.frame import Frame
-from stream.job import Options, run_live
-from stream.live import CLOCK, LiveSource
-from stream.privacy import leaked_faces
-from stream.vcam import VirtualCameraSink, install_hint, run_camera
+import veil.stream.jobs
+from veil.testing import timecode
+from veil.stream.io import vcam
+from veil.errors import InputError, MissingDependency, OutputError
+from veil.stream.frame import Frame
+from veil.stream.jobs import Options, run_live
+from veil.stream.io.live import CLOCK, LiveSource
+from veil.testing.privacy import leaked_faces
+from veil.stream.io.vcam import VirtualCameraSink, install_hint, run_camera
 from tests.known_faces import raw_faces
 
 pyvirtualcam = pytest.importorskip("pyvirtualcam", reason="pyvirtualcam is not installed: pip install 'veil[vcam]'")
@@ -288,7 +289,7 @@ def not_reached(*args, **kwargs):
 
 
 def test_no_virtual_camera_fails_before_the_webcam_or_the_model(monkeypatch):
-    monkeypatch.setattr(stream.job, "LiveSource", not_reached)
+    monkeypatch.setattr(veil.stream.jobs, "LiveSource", not_reached)
     monkeypatch.setattr(vcam, "live_detector", not_reached)
     with pytest.raises(OutputError, match="no virtual camera"):
         run_camera(
@@ -333,7 +334,7 @@ def test_run_camera_writes_the_webcam_into_the_camera_it_probed_and_closes_both(
             self.closes += 1
             super().close()
 
-    monkeypatch.setattr(stream.job, "LiveSource", ClipAsWebcam)
+    monkeypatch.setattr(veil.stream.jobs, "LiveSource", ClipAsWebcam)
     recorder, lines = Recorder(), []
     report = run_camera(
         "/dev/video0",

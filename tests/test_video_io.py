@@ -10,11 +10,11 @@ import av
 import numpy as np
 import pytest
 
-from stream.anonymise import cover_whole_frame
-from stream.demo import make_example_clip
-from stream.graph import Graph
-from stream.sink import VideoFileSink
-from stream.source import VideoSource
+from veil.stream.anonymisers.classic import cover_whole_frame
+from veil.testing.clips import make_example_clip
+from veil.stream.graph import Graph
+from veil.stream.io.sink import VideoFileSink
+from veil.stream.io.source import VideoSource
 from tests.conftest import lossless_clip, shared_data
 
 

@@ -22,16 +22,16 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from stream import timecode
-from stream.demo import render_frames
-from stream.errors import OutputError
-from stream.frame import Frame
-from stream.job import Options
-from stream.live import CLOCK
-from stream.privacy import leaked_faces
-from stream.webrtc import WebRtcServer, WebRtcSink, parse_url
+from veil.testing import timecode
+from veil.testing.clips import render_frames
+from veil.errors import OutputError
+from veil.stream.frame import Frame
+from veil.stream.jobs import Options
+from veil.stream.io.live import CLOCK
+from veil.testing.privacy import leaked_faces
+from veil.stream.io.webrtc import WebRtcServer, WebRtcSink, parse_url
 from tests.known_faces import raw_faces
-from tests.peers import LoopedClip
+from veil.testing.peers import LoopedClip
 
 FPS = 25
 TIMEOUT_S = 20.0
@@ -362,8 +362,8 @@ def test_the_sink_broadcasts_what_is_written_and_refuses_cameras(clip):
 def test_without_aiortc_the_error_names_the_extra():
     code = (
         "import sys; sys.modules['aiortc'] = None\n"
-        "from stream.errors import MissingDependency\n"
-        "try:\n    import stream.webrtc\n"
+        "from veil.errors import MissingDependency\n"
+        "try:\n    import veil.stream.io.webrtc\n"
         "except MissingDependency as error:\n    print(error)\n"
     )
     result = subprocess.run(
@@ -381,7 +381,7 @@ def test_serve_prints_the_url_serves_the_page_and_stops_on_ctrl_c(tmp_path):
     # shell, and Python then leaves Ctrl-C ignored: give veil Ctrl-C as a terminal would.
     as_from_a_terminal = (
         "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "sys.argv = ['veil', 'serve', '--port', '0']; runpy.run_module('stream.cli', run_name='__main__')"
+        "sys.argv = ['veil', 'serve', '--port', '0']; runpy.run_module('veil.cli', run_name='__main__')"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", as_from_a_terminal],

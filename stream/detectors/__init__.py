@@ -10,8 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
-from stream.errors import InputError
-from stream.faces import Faces
+from veil.errors import InputError
+from veil.stream.faces import Faces
 
 DETECTOR_NAMES = ("yunet", "centerface")
 
@@ -22,14 +22,14 @@ class Detector(Protocol):
 
 
 def make_detector(name: str = "yunet", backend: str = "onnxruntime", device: str = "cpu", **options) -> Detector:
-    """The detector called ``name`` on an engine backend and device (engines.runtime); other
+    """The detector called ``name`` on an engine backend and device (veil.engines.runtime); other
     options go to its constructor (input_size, tiles, ...)."""
     if name == "yunet":
-        from stream.detectors.yunet import YuNet
+        from veil.stream.detectors.yunet import YuNet
 
         return YuNet(backend=backend, device=device, **options)
     if name == "centerface":
-        from stream.detectors.centerface import CenterFace
+        from veil.stream.detectors.centerface import CenterFace
 
         return CenterFace(backend=backend, device=device, **options)
     raise InputError(f"unknown detector {name!r}; valid names: {', '.join(DETECTOR_NAMES)}")

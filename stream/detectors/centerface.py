@@ -13,9 +13,9 @@ import importlib.resources
 import numpy as np
 import onnx
 
-from engines.onnx_models import make_input_dims_symbolic
-from stream.detectors.resize import PAD_MULTIPLE, ScaledDetector, nms
-from stream.faces import Faces
+from veil.engines.onnx_models import make_input_dims_symbolic
+from veil.stream.detectors.passes import PAD_MULTIPLE, ScaledDetector, nms
+from veil.stream.faces import Faces
 
 OUTPUT_STRIDE = 4
 

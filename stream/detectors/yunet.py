@@ -13,10 +13,10 @@ import importlib.resources
 import numpy as np
 import onnx
 
-from engines.onnx_models import fold_constant_dequantize, make_input_dims_symbolic
-from stream.detectors.resize import PAD_MULTIPLE, ScaledDetector, nms
-from stream.errors import StageError
-from stream.faces import Faces
+from veil.engines.onnx_models import fold_constant_dequantize, make_input_dims_symbolic
+from veil.stream.detectors.passes import PAD_MULTIPLE, ScaledDetector, nms
+from veil.errors import StageError
+from veil.stream.faces import Faces
 
 MODEL_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 STRIDES = (8, 16, 32)

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.errors import MissingDependency
-from stream.faces import iou_matrix
+from veil.errors import MissingDependency
+from veil.stream.faces import iou_matrix
 
 
 def _dlib():

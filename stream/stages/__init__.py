@@ -3,11 +3,11 @@ runtime gives each its own thread."""
 
 from __future__ import annotations
 
-from stream.anonymise import Anonymiser
-from stream.detectors import Detector
-from stream.errors import InputError
-from stream.frame import Frame
-from stream.tracker import Tracker
+from veil.stream.anonymisers.classic import Anonymiser
+from veil.stream.detectors import Detector
+from veil.errors import InputError
+from veil.stream.frame import Frame
+from veil.stream.tracker import Tracker
 
 
 class DetectStage:

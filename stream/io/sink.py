@@ -3,7 +3,7 @@ the container cannot hold it), through PyAV.
 
 The video codec is the first of ``VIDEO_ENCODERS`` that the output container takes:
 H.264 for mp4, mkv, mov, avi, ts and flv; VP9 for webm; GIF for gif. The file is written
-as ``<name>.partial<ext>`` and renamed only in ``commit()`` (``stream.partial``).
+as ``<name>.partial<ext>`` and renamed only in ``commit()`` (``veil.stream.io.partial``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stream.errors import OutputError, reason
-from stream.frame import Frame
-from stream.partial import PartialFile
+from veil.errors import OutputError, reason
+from veil.stream.frame import Frame
+from veil.stream.io.partial import PartialFile
 
 # What each encoder is given for a file, and for a live stream (low latency, keyframes every
 # ``g`` frames, filled in by ``add_video``). Tried in this order.

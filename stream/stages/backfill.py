@@ -12,9 +12,9 @@ from collections import deque
 
 import numpy as np
 
-from stream.errors import InputError
-from stream.faces import Faces
-from stream.frame import Frame
+from veil.errors import InputError
+from veil.stream.faces import Faces
+from veil.stream.frame import Frame
 
 
 class BackfillStage:

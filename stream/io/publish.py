@@ -1,7 +1,7 @@
 """The live encoder sink: H.264 and AAC to an RTMP server (what YouTube, Twitch and
 nginx-rtmp accept), an SRT/UDP peer, or a recording file.
 
-Live frames carry capture-clock timestamps and decoded audio (see ``stream.live``);
+Live frames carry capture-clock timestamps and decoded audio (see ``veil.stream.io.live``);
 both are encoded here with low-latency settings. When a network output drops (the
 server restarts), frames are dropped (they are anonymised; nothing leaks) and the
 stream is republished with backoff until the output has been down ``give_up_s``.
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import av
 
-from stream.errors import OutputError, reason
-from stream.frame import Frame
-from stream.partial import PartialFile
-from stream.sink import AudioEncoder, add_video, finish, video_picture
+from veil.errors import OutputError, reason
+from veil.stream.frame import Frame
+from veil.stream.io.partial import PartialFile
+from veil.stream.io.sink import AudioEncoder, add_video, finish, video_picture
 
 AUDIO_GAP_S = 0.1  # a longer hole in the audio (a lost source) is filled with silence
 OPEN_TIMEOUT_S = 5.0

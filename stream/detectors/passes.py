@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import onnx
 
-from engines.runtime import graph_inputs, open_engine
-from stream.errors import InputError
-from stream.faces import Faces, iou_matrix
+from veil.engines.runtime import graph_inputs, open_engine
+from veil.errors import InputError
+from veil.stream.faces import Faces, iou_matrix
 
 TILE_SIZE = 640
 TILE_OVERLAP = 160  # a face up to this size lies whole inside at least one tile
@@ -145,7 +145,7 @@ class ScaledDetector:
     score_threshold: faces scoring below are dropped. Kept low on purpose: a missed face
       leaks, a false positive only blurs a patch of background.
     nms_threshold: IoU above which two boxes are taken to be one face.
-    backend, device, intra_op_threads: which engine runs the model where (engines.runtime),
+    backend, device, intra_op_threads: which engine runs the model where (veil.engines.runtime),
       and with how many CPU threads.
     """
 

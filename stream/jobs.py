@@ -14,24 +14,24 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from engines.onnx_models import available_cores
-from stream.anonymise import Anonymiser, cover_whole_frame
-from stream.audit import AuditLog, AuditStage, record
-from stream.backfill import BackfillStage
-from stream.detectors import Detector, make_detector
-from stream.detectors.resize import LIVE_EDGE_PAD
-from stream.errors import InputError, OutputError, StageError, VeilError, reason
-from stream.graph import Graph, RunReport
-from stream.limits import LIMITS
-from stream.live import CLOCK, LiveSource, camera_input, is_camera, is_live_url
-from stream.partial import PartialFile
-from stream.propagate import KEYFRAME_EVERY, PropagatingSynth
-from stream.publish import LiveEncoderSink, is_network_output
-from stream.sink import VIDEO_SUFFIXES as VIDEO_OUTPUTS
-from stream.sink import VideoFileSink
-from stream.source import VideoSource
-from stream.stages import AnonymiseStage, DetectStage, TrackStage
-from stream.tracker import Tracker
+from veil.engines.onnx_models import available_cores
+from veil.stream.anonymisers.classic import Anonymiser, cover_whole_frame
+from veil.stream.stages.audit import AuditLog, AuditStage, record
+from veil.stream.stages.backfill import BackfillStage
+from veil.stream.detectors import Detector, make_detector
+from veil.stream.detectors.passes import LIVE_EDGE_PAD
+from veil.errors import InputError, OutputError, StageError, VeilError, reason
+from veil.stream.graph import Graph, RunReport
+from veil.stream.limits import LIMITS
+from veil.stream.io.live import CLOCK, LiveSource, camera_input, is_camera, is_live_url
+from veil.stream.io.partial import PartialFile
+from veil.stream.anonymisers.propagate import KEYFRAME_EVERY, PropagatingSynth
+from veil.stream.io.publish import LiveEncoderSink, is_network_output
+from veil.stream.io.sink import VIDEO_SUFFIXES as VIDEO_OUTPUTS
+from veil.stream.io.sink import VideoFileSink
+from veil.stream.io.source import VideoSource
+from veil.stream.stages import AnonymiseStage, DetectStage, TrackStage
+from veil.stream.tracker import Tracker
 
 # Photos: what OpenCV reads and writes (a GIF, WebP or AVIF with more than one frame is a video).
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avif", ".gif", ".jp2"}
@@ -73,7 +73,7 @@ class Options:
     _anonymiser: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        """Every number in range before anything opens (stream.limits)."""
+        """Every number in range before anything opens (veil.stream.limits)."""
         for name in ("strength", "margin", "coast_s", "tentative_coast_s", "backfill_s", "stage_timeout",
                      "keyframe_every", "detect_every", "reconnect_s"):
             setattr(self, name, LIMITS[name].check(getattr(self, name)))
@@ -94,12 +94,13 @@ class Options:
         """Synth pixelates (at this shape and margin) the faces it cannot replace."""
         if self.mode != "synth":
             return Anonymiser(mode=self.mode, shape=self.shape, margin=self.margin, strength=self.strength)
-        from engines.batching import BatchingEngine
-        from engines.runtime import open_engine
-        from stream.synth import WEIGHTS, SynthAnonymiser
+        from veil.engines.batching import BatchingEngine
+        from veil.engines.runtime import open_engine
+        from veil.engines import GENERATOR_WEIGHTS
+        from veil.stream.anonymisers.synth import SynthAnonymiser
 
         fallback = Anonymiser(mode="pixelate", shape=self.shape, margin=self.margin, strength=self.strength)
-        engine = open_engine(WEIGHTS, self.backend, self.device, intra_op_threads=max(1, available_cores() // 2) if self.live else None)
+        engine = open_engine(GENERATOR_WEIGHTS, self.backend, self.device, intra_op_threads=max(1, available_cores() // 2) if self.live else None)
         secret = None if self.secret is None else self.secret.encode()
         return SynthAnonymiser(BatchingEngine(engine), secret=secret, fallback=fallback)
 
@@ -206,7 +207,7 @@ def build_stages(options: Options, detector: Detector, fps: float, *, live: bool
     resident = options.device == "cuda" if options.frames_on_device is None else options.frames_on_device
     transfers = None
     if resident:
-        from stream import gpu
+        from veil.stream import gpu
 
         transfers = gpu.Transfers(options.device)
         detector = gpu.DeviceDetector(detector, transfers)
@@ -247,7 +248,7 @@ def stream_anonymiser(options: Options, *, live: bool = False, transfers=None):
     ``transfers`` (the GPU path) the pixels are done on the device."""
     anonymiser = options.anonymiser()
     if transfers is not None:
-        from stream import gpu
+        from veil.stream import gpu
 
         if options.mode != "synth":
             return gpu.DeviceObscurer(anonymiser)
@@ -384,7 +385,7 @@ def open_live_source(input_path: str, options: Options, *, size: str | None = No
 
 def open_live_sink(output_path: str, source: LiveSource, options: Options, *, log=print):
     if output_path.startswith("webrtc://"):
-        from stream.webrtc import WebRtcSink
+        from veil.stream.io.webrtc import WebRtcSink
 
         return WebRtcSink(output_path, log=log)
     return LiveEncoderSink(

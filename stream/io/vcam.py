@@ -20,10 +20,10 @@ from contextlib import ExitStack
 import cv2
 import numpy as np
 
-from stream.errors import InputError, MissingDependency, OutputError
-from stream.frame import Frame
-from stream.graph import RunReport
-from stream.job import Options, live_detector, open_live_source, run_live
+from veil.errors import InputError, MissingDependency, OutputError
+from veil.stream.frame import Frame
+from veil.stream.graph import RunReport
+from veil.stream.jobs import Options, live_detector, open_live_source, run_live
 
 # Size and rate of the first, fail-fast opening when --size/--fps do not say.
 PROBE_SIZE = (640, 480)

@@ -17,17 +17,15 @@ import hmac
 import os
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from engines import align
-from engines.runtime import MAX_BATCH
-from stream.anonymise import Anonymiser
-from stream.faces import Faces
+from veil.engines import GENERATOR_WEIGHTS, align
+from veil.engines.runtime import MAX_BATCH
+from veil.stream.anonymisers.classic import Anonymiser
+from veil.stream.faces import Faces
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "engines" / "weights" / "generator.onnx"
 MIN_FACE_PX = 16  # smaller faces are pixelated: nothing recognisable to keep, nothing to draw
 # The part of a detection box that holds eyes, nose, mouth and cheeks: the ellipse in
 # x 20-80 %, y 30-90 % of the box (the top of a box is forehead, which is not replaced).
@@ -159,9 +157,9 @@ class SynthAnonymiser:
     def __init__(self, engine=None, secret: bytes | None = None, fallback: Anonymiser | None = None,
                  intra_op_threads: int | None = None):
         if engine is None:
-            from engines.runtime import open_engine
+            from veil.engines.runtime import open_engine
 
-            engine = open_engine(WEIGHTS, "onnxruntime", "cpu", intra_op_threads=intra_op_threads)
+            engine = open_engine(GENERATOR_WEIGHTS, "onnxruntime", "cpu", intra_op_threads=intra_op_threads)
         self.engine = engine
         self.secret = os.urandom(16) if secret is None else secret
         self.fallback = fallback or Anonymiser(mode="pixelate")

@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from stream.errors import InputError, MissingDependency, OutputError, StageError, VeilError
+from veil.errors import InputError, MissingDependency, OutputError, StageError, VeilError
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -21,8 +21,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _number(limit: str):
-    """An argparse type: the flag's value, checked against ``stream.limits.LIMITS[limit]``."""
-    from stream.limits import LIMITS
+    """An argparse type: the flag's value, checked against ``veil.stream.limits.LIMITS[limit]``."""
+    from veil.stream.limits import LIMITS
 
     rule = LIMITS[limit]
 
@@ -37,9 +37,9 @@ def _number(limit: str):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from engines.runtime import BACKENDS, DEVICES
-    from stream.anonymise import ALL_MODES, SHAPES
-    from stream.propagate import KEYFRAME_EVERY
+    from veil.engines.runtime import BACKENDS, DEVICES
+    from veil.stream.anonymisers.classic import ALL_MODES, SHAPES
+    from veil.stream.anonymisers.propagate import KEYFRAME_EVERY
 
     parser = _Parser(prog="veil", description="Anonymise faces in video, live.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("doctor", help="print what this machine can use")
 
-    # Listed for the help text; main() hands `veil train ...` to engines.train whole.
+    # Listed for the help text; main() hands `veil train ...` to veil.engines.train whole.
     commands.add_parser("train", help="train the synth face generator on a folder of face photos (veil train --help)")
 
     engines = commands.add_parser("engines", help="list the engine backends (TensorRT, ONNX Runtime, PyTorch) usable here")
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _options(args):
-    from stream.job import Options
+    from veil.stream.jobs import Options
 
     detector_options = {}
     if args.threshold is not None:
@@ -138,7 +138,7 @@ def _interrupt(signum, frame):
 
 def _train(argv: list[str]) -> int:
     try:
-        from engines.train import main as train
+        from veil.engines.train import main as train
     except ModuleNotFoundError as error:
         print(f"veil: error: training needs {error.name}: pip install 'veil[train]'", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -164,27 +164,27 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "run":
-            from stream.job import run
+            from veil.stream.jobs import run
 
             run(args.input, args.output, _options(args))
         elif args.command == "serve":
-            from stream.webrtc import serve
+            from veil.stream.io.webrtc import serve
 
             serve(args.host, args.port, _options(args))
         elif args.command == "camera":
-            from stream.vcam import run_camera
+            from veil.stream.io.vcam import run_camera
 
             run_camera(args.webcam, args.output_device, _options(args), size=args.size, fps=args.fps)
         elif args.command == "demo":
-            from stream.demo import run_demo
+            from veil.testing.clips import run_demo
 
             run_demo(args.out)
         elif args.command == "doctor":
-            from stream.doctor import report
+            from veil.commands.doctor import report
 
             print(report())
         elif args.command == "engines":
-            from stream.doctor import build_engines, engines_report
+            from veil.commands.doctor import build_engines, engines_report
 
             if args.engines_command == "build":
                 device = args.device or ("cuda" if args.backend == "tensorrt" else "cpu")

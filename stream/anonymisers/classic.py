@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stream.errors import InputError
-from stream.faces import Faces
-from stream.frame import Frame
-from stream.limits import LIMITS
+from veil.errors import InputError
+from veil.stream.faces import Faces
+from veil.stream.frame import Frame
+from veil.stream.limits import LIMITS
 
 MODES = ("blur", "pixelate", "solid")
-ALL_MODES = (*MODES, "synth")  # synth: a generated face (stream/synth.py)
+ALL_MODES = (*MODES, "synth")  # synth: a generated face (stream/anonymisers/synth.py)
 SHAPES = ("ellipse", "box")
 
 # Cells across the face at strength 1 (the weakest strength a run may use: stream/limits.py).
@@ -48,7 +48,7 @@ class Anonymiser:
             raise InputError(f"unknown mode '{self.mode}'; choose one of {', '.join(MODES)}")
         if self.shape not in SHAPES:
             raise InputError(f"unknown mask shape '{self.shape}'; choose one of {', '.join(SHAPES)}")
-        # Any finite positive strength is maths; what a run may use is stream.limits' (Options
+        # Any finite positive strength is maths; what a run may use is veil.stream.limits' (Options
         # checks it): benchmarks/strength.py measures weaker ones to find that floor.
         if not (math.isfinite(self.strength) and self.strength > 0):
             raise InputError(f"strength must be a finite number above 0, got {self.strength!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stream.errors import OutputError, reason
+from veil.errors import OutputError, reason
 
 try:
     import fcntl

@@ -10,12 +10,12 @@ import av
 import numpy as np
 from aiortc import VideoStreamTrack
 
-from stream.live import CLOCK
+from veil.stream.io.live import CLOCK
 
 
 class LoopedClip(VideoStreamTrack):
     """Plays ``images`` in a loop in real time at ``fps``; ``stamp(image, number)``
-    marks each frame (with ``stream.timecode``) as it leaves."""
+    marks each frame (with ``veil.testing.timecode``) as it leaves."""
 
     def __init__(self, images: list[np.ndarray], fps: float, stamp: Callable[[np.ndarray, int], object]):
         super().__init__()

@@ -1,6 +1,6 @@
 """The audit log: one JSON line per frame saying what was masked and why.
 
-It is an output like the video: written as a partial file (``stream.partial``) and named
+It is an output like the video: written as a partial file (``veil.stream.io.partial``) and named
 only when the run's output is, kept partial beside a kept partial video, removed with a
 removed one. A path that is not a regular file (``/dev/stdout``, a pipe) is written as it is.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stream.errors import OutputError, reason
-from stream.faces import Faces
-from stream.frame import Frame
-from stream.partial import PartialFile
+from veil.errors import OutputError, reason
+from veil.stream.faces import Faces
+from veil.stream.frame import Frame
+from veil.stream.io.partial import PartialFile
 
 
 def record(index: int, pts: int, time: float, faces: Faces | None, file: str | None = None) -> dict:

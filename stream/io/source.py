@@ -9,8 +9,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from stream.errors import InputError, reason
-from stream.frame import Frame
+from veil.errors import InputError, reason
+from veil.stream.frame import Frame
 
 
 def open_input(url: str, options: dict | None = None, *, format: str | None = None, timeout=None) -> av.container.InputContainer:

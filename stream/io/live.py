@@ -23,9 +23,9 @@ from fractions import Fraction
 
 import av
 
-from stream.errors import InputError, reason
-from stream.frame import Frame
-from stream.source import open_input, upright
+from veil.errors import InputError, reason
+from veil.stream.frame import Frame
+from veil.stream.io.source import open_input, upright
 
 CLOCK = Fraction(1, 90000)
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp", "http", "https")

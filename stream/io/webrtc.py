@@ -1,6 +1,6 @@
 """WebRTC in and out: ``veil serve`` and ``veil run SRC -o webrtc://HOST:PORT``.
 
-A small aiohttp server hands out one page (``stream/web/index.html``) and answers
+A small aiohttp server hands out one page (``stream/io/web/index.html``) and answers
 WebRTC offers with aiortc:
 
 - ``POST /offer``: a browser sends its camera; the anonymised video comes back on
@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 
 import av
 
-from stream.errors import MissingDependency, OutputError, reason
-from stream.frame import Frame
-from stream.live import CLOCK, CoverGaps, FrameSlot
-from stream.sink import video_picture
+from veil.errors import MissingDependency, OutputError, reason
+from veil.stream.frame import Frame
+from veil.stream.io.live import CLOCK, CoverGaps, FrameSlot
+from veil.stream.io.sink import video_picture
 
 try:
     from aiohttp import web
@@ -218,7 +218,7 @@ class CameraSession:
             self.slot.end(error)
 
     def _run_graph(self) -> None:
-        from stream.job import run_live
+        from veil.stream.jobs import run_live
 
         server = self.server
         source = _PeerSource(self.slot)
@@ -274,7 +274,7 @@ class WebRtcServer:
         if cameras and options is None:
             raise ValueError("a server that takes cameras needs Options")
         if cameras and detector is None:
-            from stream.job import live_detector
+            from veil.stream.jobs import live_detector
 
             detector = live_detector(options)
         self.host, self.port = host, port

@@ -2,7 +2,7 @@
 the original face's motion.
 
 Both the keyframe and the current frame are seen in the canonical crop of
-``engines.align``: aligning each frame by its landmarks' similarity transform takes out
+``veil.engines.align``: aligning each frame by its landmarks' similarity transform takes out
 the head's motion, and a dense residual flow (DIS) between the two original crops takes
 out the rest (blinks, the mouth, the landmarks' own error). The keyframe's generated
 crop is warped by that flow and composited with the current frame's alignment, so the
@@ -44,9 +44,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engines import align
-from stream.faces import Faces
-from stream.synth import AlignedFace, Generation, SynthAnonymiser, warp_crop
+from veil.engines import align
+from veil.stream.faces import Faces
+from veil.stream.anonymisers.synth import AlignedFace, Generation, SynthAnonymiser, warp_crop
 
 # Chosen by measurement on the talking-head and crowd clips (benchmarks/PROPAGATION.md).
 KEYFRAME_EVERY = 16

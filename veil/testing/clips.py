@@ -123,7 +123,7 @@ def make_example_clip(
     """Write the clip (H.264, AAC tone) and return the face boxes of each frame.
 
     ``frame_pts`` (in ``time_base`` units) makes a variable-frame-rate clip; ``mark(image,
-    index)`` may draw on each frame first (tests stamp its number with stream.timecode).
+    index)`` may draw on each frame first (tests stamp its number with veil.testing.timecode).
     """
     time_base = time_base or Fraction(1, fps * 512)
     truth = []
@@ -173,7 +173,7 @@ def before_after(original: str | Path, anonymised: str | Path, image_path: str |
 
 
 def run_demo(out_dir: str | Path) -> None:
-    from stream.job import Options, run
+    from veil.stream.jobs import Options, run
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.runtime import available, check_available, open_engine
-from engines.tensorrt_backend import default_cache_dir
-from stream.errors import MissingDependency
+from veil.engines.runtime import available, check_available, open_engine
+from veil.engines.tensorrt_backend import default_cache_dir
+from veil.errors import MissingDependency
 
 
 def _version(package: str) -> str:
@@ -50,10 +50,10 @@ def report() -> str:
 
 def _virtual_camera() -> str:
     """Opens a virtual camera for a moment: the only way pyvirtualcam tells if one exists."""
-    from stream.errors import OutputError
+    from veil.errors import OutputError
 
     try:
-        from stream.vcam import VirtualCameraSink
+        from veil.stream.io.vcam import VirtualCameraSink
 
         sink = VirtualCameraSink(640, 480, 30, log=lambda *_: None)
     except (MissingDependency, OutputError) as error:
@@ -85,13 +85,13 @@ def build_engines(backend: str, device: str, generator: str | None = None, cache
 
     generator: a generator ONNX file (default: the shipped engines/weights/generator.onnx).
     """
-    from stream.detectors import DETECTOR_NAMES, make_detector
-    from stream.synth import WEIGHTS
+    from veil.stream.detectors import DETECTOR_NAMES, make_detector
+    from veil.engines import GENERATOR_WEIGHTS
 
     check_available(backend, device)
     cache_dir = Path(cache_dir or default_cache_dir())
     log(engines_report())
-    path = Path(generator or WEIGHTS)
+    path = Path(generator or GENERATOR_WEIGHTS)
     started = time.perf_counter()
     engine = open_engine(path, backend, device, cache_dir=cache_dir)
     opened = time.perf_counter() - started
