@@ -13,7 +13,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from veil.engines.runtime import MAX_BATCH
+from veil.engines.engine import MAX_BATCH
 
 
 class BatchingEngine:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import onnx
 
-from veil.engines.runtime import MAX_BATCH, Engine, Shapes, graph_inputs
+from veil.engines.engine import MAX_BATCH, Engine, Shapes, graph_inputs
 from veil.errors import InputError, MissingDependency, StageError
 
 INSTALL_HINT = "pip install tensorrt (TensorRT 10 or newer, for NVIDIA GPUs)"

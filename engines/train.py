@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 
@@ -28,9 +27,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from veil.engines import align
-
-from veil.engines import sface
+from veil.engines import align, sface
 from veil.engines.generator import LATENT, Discriminator, Generator
 from veil.engines.onnx_torch import to_torch
 from veil.errors import InputError
@@ -49,15 +46,14 @@ def find_images(folder: Path) -> list[Path]:
     return images
 
 
-def prepare_index(folder: Path, out: Path, log=print) -> tuple[list[Path], np.ndarray]:
-    """Paths and 5-point landmarks of every photo with a face; cached in out/index.npz."""
+def prepare_index(folder: Path, out: Path, detector, log=print) -> tuple[list[Path], np.ndarray]:
+    """Paths and 5-point landmarks of every photo with a face; cached in out/index.npz.
+    ``detector``: what ``veil train`` gives, the pipeline's own YuNet (veil.stream.detectors),
+    so the generator learns on faces aligned as it will meet them."""
     index = out / "index.npz"
     if index.exists():
         data = np.load(index)
         return [folder / p for p in data["paths"]], data["landmarks"]
-    from veil.stream.detectors import make_detector
-
-    detector = make_detector("yunet")
     paths, landmarks = [], []
     images = find_images(folder)
     for i, path in enumerate(images):
@@ -138,7 +134,7 @@ def sample_grid(inputs: torch.Tensor, fakes: list[torch.Tensor], target: torch.T
     cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
-def train(args: argparse.Namespace, log=print) -> Path:
+def train(args: argparse.Namespace, detector, log=print) -> Path:
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():
         raise InputError(f"training folder {folder} does not exist")
@@ -147,7 +143,7 @@ def train(args: argparse.Namespace, log=print) -> Path:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda asked for, but torch sees no CUDA device")
     torch.manual_seed(args.seed)
-    paths, landmarks = prepare_index(folder, out, log)
+    paths, landmarks = prepare_index(folder, out, detector, log)
     loader = DataLoader(
         AlignedFaces(paths, landmarks), batch_size=args.batch, shuffle=True, drop_last=True,
         num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
@@ -275,16 +271,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=1000)
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m veil.engines.train") -> int:
+def main(argv: list[str], detector, prog: str = "veil train") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     if not args.minutes and not args.steps:
         parser.error("give --minutes or --steps")
-    path = train(args)
+    path = train(args, detector)
     print(f"generator written to {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,7 @@
 """Launch ``obfuscate.cu`` and its NumPy/OpenCV reference: pixelate or gaussian-blur
-every face of a frame in a few batched launches, with the CPU anonymiser's regions and
-feathered masks (stream/anonymisers/classic.py), so the GPU path protects faces the same way."""
+every face of a frame in a few batched launches. The caller gives the faces' regions
+(veil.kernels.regions) and how to hide them (``Hiding``); the CPU anonymiser
+(veil.stream.anonymisers.classic) computes both, so the GPU path protects faces as it does."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 
 from veil.kernels.loader import beside, empty, grid_for, module_for
-from veil.stream.anonymisers.classic import BLUR_CELLS, PIXELATE_CELLS, Anonymiser
+from veil.kernels.regions import Region, feathered_mask
 
 BLOCK = (16, 16, 1)
 CELL_BLOCK = (4, 4, 1)  # a face has only a few cells; each thread sums a whole cell
@@ -27,45 +28,31 @@ MODES = ("pixelate", "blur")
 # A gaussian of sigma 1.3 P passes no more than that at every frequency where either
 # passes more than 1e-8 (sigma 1.25 P would pass up to 1.45x more near f = 0.77 / P),
 # and, having no downscale, it folds no aliased fine detail back in.
-# tests/test_kernels_obfuscate.py checks it on a real face.
+# tests/kernels/test_obfuscate.py checks it on a real face.
 BLUR_SIGMA_PER_CELL = 1.3
 TRUNCATE = 3.0  # gaussian taps out to 3 sigma, as cv2.GaussianBlur does for uint8
 
 
 @dataclass(frozen=True)
-class Region:
-    """One face's ROI, mask ellipse and size, computed exactly as Anonymiser._obscure does."""
+class Hiding:
+    """How faces are hidden: "pixelate" or "blur", with ``cells`` across each face, under an
+    "ellipse" or "box" mask whose soft edge is ``feather`` of the grown box wide."""
 
-    left: int
-    top: int
-    right: int
-    bottom: int
-    cx: float
-    cy: float
-    half_w: float
-    half_h: float
-    face: float
+    mode: str
+    cells: float
+    shape: str = "ellipse"
+    feather: float = 0.15
 
 
-def face_regions(boxes, anonymiser: Anonymiser, height: int, width: int) -> list[Region]:
-    """The regions of the faces in ``boxes`` (N x 4 x1, y1, x2, y2) that reach the frame, in order."""
-    regions = []
-    for box in np.asarray(boxes, np.float32).reshape(-1, 4):
-        region = anonymiser.region(box, height, width)
-        if region is not None:
-            regions.append(Region(*region))
-    return regions
-
-
-def pixelate_cells(region: Region, strength: float) -> tuple[int, int]:
+def pixelate_cells(region: Region, cells: float) -> tuple[int, int]:
     """Cells across and down the ROI: Anonymiser._hidden's INTER_AREA target size."""
-    scale = min(0.5, PIXELATE_CELLS / strength / region.face)
+    scale = min(0.5, cells / region.face)
     return max(1, round((region.right - region.left) * scale)), max(1, round((region.bottom - region.top) * scale))
 
 
-def blur_taps(region: Region, strength: float) -> np.ndarray:
+def blur_taps(region: Region, cells: float) -> np.ndarray:
     """The normalised 1-D gaussian for this face (see BLUR_SIGMA_PER_CELL), float32."""
-    sigma = BLUR_SIGMA_PER_CELL / min(0.5, BLUR_CELLS / strength / region.face)
+    sigma = BLUR_SIGMA_PER_CELL / min(0.5, cells / region.face)
     radius = math.ceil(TRUNCATE * sigma)
     taps = np.exp(-(np.arange(-radius, radius + 1, dtype=np.float64) ** 2) / (2 * sigma * sigma))
     return (taps / taps.sum()).astype(np.float32)
@@ -83,19 +70,18 @@ class Plan:
     grid: tuple[int, int]  # the widest first-pass grid: cells (pixelate) or ROI pixels (blur)
 
 
-def plan(boxes, anonymiser: Anonymiser, height: int, width: int) -> Plan:
-    """Everything the launches need, from host boxes: shared by ``obscure`` and its reference."""
-    regions = face_regions(boxes, anonymiser, height, width)
+def plan(regions: list[Region], hiding: Hiding) -> Plan:
+    """Everything the launches need, from the host's regions: shared by ``obscure`` and its reference."""
     ints, taps, scratch, tap_count, grid = [], [], 0, 0, (1, 1)
     for r in regions:
         roi_w, roi_h = r.right - r.left, r.bottom - r.top
-        if anonymiser.mode == "pixelate":
-            cells_w, cells_h = pixelate_cells(r, anonymiser.strength)
+        if hiding.mode == "pixelate":
+            cells_w, cells_h = pixelate_cells(r, hiding.cells)
             ints.append((r.left, r.top, r.right, r.bottom, scratch, cells_w, cells_h))
             scratch += cells_w * cells_h * 3
             grid = (max(grid[0], cells_w), max(grid[1], cells_h))
         else:
-            face_taps = blur_taps(r, anonymiser.strength)
+            face_taps = blur_taps(r, hiding.cells)
             ints.append((r.left, r.top, r.right, r.bottom, scratch, len(face_taps) // 2, tap_count))
             taps.append(face_taps)
             scratch += roi_w * roi_h * 3
@@ -111,26 +97,25 @@ def plan(boxes, anonymiser: Anonymiser, height: int, width: int) -> Plan:
     )
 
 
-def _check(frame, anonymiser: Anonymiser) -> None:
-    if anonymiser.mode not in MODES:
-        raise ValueError(f"the obfuscate kernels pixelate or blur; mode '{anonymiser.mode}' has no kernel")
+def _check(frame, hiding: Hiding) -> None:
+    if hiding.mode not in MODES:
+        raise ValueError(f"the obfuscate kernels pixelate or blur; mode '{hiding.mode}' has no kernel")
     if len(frame.shape) != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame must be H x W x 3 (BGR), got {tuple(frame.shape)}")
 
 
-def obscure(frame, boxes, anonymiser: Anonymiser, out=None):
-    """Every face in ``boxes`` of ``frame`` (H x W x 3 uint8 BGR) pixelated or blurred as
-    ``anonymiser`` (mode, shape, margin, feather, strength) says, into ``out``: a new
-    array when None, or ``frame`` itself to work in place. ``boxes`` stay on the host,
-    where the regions are computed. A torch CUDA tensor runs on its GPU; numpy arrays and
-    torch CPU tensors run on the CPU through the shim."""
-    _check(frame, anonymiser)
+def obscure(frame, regions: list[Region], hiding: Hiding, out=None):
+    """Every face region of ``frame`` (H x W x 3 uint8 BGR) pixelated or blurred as
+    ``hiding`` says, into ``out``: a new array when None, or ``frame`` itself to work in
+    place. The regions stay on the host. A torch CUDA tensor runs on its GPU; numpy arrays
+    and torch CPU tensors run on the CPU through the shim."""
+    _check(frame, hiding)
     height, width = frame.shape[:2]
     if out is None:
         out = empty(frame, (height, width, 3), np.uint8)
     elif tuple(out.shape) != tuple(frame.shape):
         raise ValueError(f"out must be {tuple(frame.shape)}, got {tuple(out.shape)}")
-    p = plan(boxes, anonymiser, height, width)
+    p = plan(regions, hiding)
     count = len(p.regions)
     if count == 0:
         if out is not frame:
@@ -139,7 +124,7 @@ def obscure(frame, boxes, anonymiser: Anonymiser, out=None):
     module = module_for("obfuscate", frame)
     ints, ellipses = beside(frame, p.ints), beside(frame, p.ellipses)
     cells = rows = taps = None
-    if anonymiser.mode == "pixelate":
+    if hiding.mode == "pixelate":
         cells = empty(frame, (p.scratch,), np.uint8)
         module.launch("pixelate_cells", grid_for((*p.grid, count), CELL_BLOCK), CELL_BLOCK, frame, width, ints, cells, count)
     else:
@@ -153,17 +138,17 @@ def obscure(frame, boxes, anonymiser: Anonymiser, out=None):
         x0, y0, span_w, span_h = 0, 0, width, height
     module.launch(
         "obscure_blend", grid_for((span_w, span_h, 1), BLOCK), BLOCK,
-        frame, out, width, x0, y0, span_w, span_h, ints, ellipses, count, int(anonymiser.shape == "box"), float(anonymiser.feather),
-        MODES.index(anonymiser.mode), cells, rows, taps,
+        frame, out, width, x0, y0, span_w, span_h, ints, ellipses, count, int(hiding.shape == "box"), float(hiding.feather),
+        MODES.index(hiding.mode), cells, rows, taps,
     )  # fmt: skip
     return out
 
 
-def _hidden(roi: np.ndarray, p: Plan, i: int, anonymiser: Anonymiser) -> np.ndarray:
+def _hidden(roi: np.ndarray, p: Plan, i: int, hiding: Hiding) -> np.ndarray:
     """Face ``i``'s hidden ROI by OpenCV: the CPU anonymiser's own INTER_AREA cells and
     INTER_NEAREST upsampling, or the same separable gaussian with edges repeated."""
     roi_h, roi_w = roi.shape[:2]
-    if anonymiser.mode == "pixelate":
+    if hiding.mode == "pixelate":
         small = cv2.resize(roi, tuple(int(n) for n in p.ints[i, 5:7]), interpolation=cv2.INTER_AREA)
         return cv2.resize(small, (roi_w, roi_h), interpolation=cv2.INTER_NEAREST).astype(np.float32)
     radius, start = p.ints[i, 5:7]
@@ -171,15 +156,16 @@ def _hidden(roi: np.ndarray, p: Plan, i: int, anonymiser: Anonymiser) -> np.ndar
     return cv2.sepFilter2D(roi.astype(np.float32), cv2.CV_32F, taps, taps, borderType=cv2.BORDER_REPLICATE)
 
 
-def obscure_reference(frame: np.ndarray, boxes, anonymiser: Anonymiser) -> np.ndarray:
+def obscure_reference(frame: np.ndarray, regions: list[Region], hiding: Hiding) -> np.ndarray:
     """What ``obscure`` computes, by NumPy and OpenCV: each face hidden from the input
-    frame, with Anonymiser._mask's alpha, blended in order with rounding after each face."""
-    _check(frame, anonymiser)
-    p = plan(boxes, anonymiser, *frame.shape[:2])
+    frame, with the CPU anonymiser's feathered mask, blended in order with rounding after
+    each face."""
+    _check(frame, hiding)
+    p = plan(regions, hiding)
     out = frame.astype(np.float32)
     for i, r in enumerate(p.regions):
-        hidden = _hidden(frame[r.top : r.bottom, r.left : r.right], p, i, anonymiser)
-        alpha = anonymiser._mask(r.left, r.top, r.right, r.bottom, r.cx, r.cy, r.half_w, r.half_h)
+        hidden = _hidden(frame[r.top : r.bottom, r.left : r.right], p, i, hiding)
+        alpha = feathered_mask(r, hiding.shape, hiding.feather)
         roi = out[r.top : r.bottom, r.left : r.right]
         roi[...] = np.rint(np.clip(roi * (1 - alpha) + hidden * alpha, 0, 255))
     return out.astype(np.uint8)
