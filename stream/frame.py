@@ -10,12 +10,18 @@ import numpy as np
 
 from veil.stream.faces import Faces
 
+LAYOUTS = ("bgr", "i420")
+PLACES = ("host", "device")
+
 
 @dataclass(frozen=True)
 class Frame:
     """One decoded picture and what the stages learned about it.
 
-    image: HxWx3 uint8, BGR (OpenCV's order), upright (rotation metadata applied).
+    image: the picture, upright (rotation metadata applied), in ``layout`` at ``place``:
+      "bgr": HxWx3 uint8 in OpenCV's order; "i420": the (H*3/2)xW planes of YUV 4:2:0 that
+      encoders take (the GPU path hands those over). "host": a numpy array; "device": a
+      torch tensor (the GPU path, veil.stream.gpu). Checked on every construction.
     pts: presentation time in ``time_base`` units, exactly as decoded; never re-timed.
     index: position in the source, from 0.
     detections: this frame's detector output (None where the detector did not run).
@@ -39,6 +45,18 @@ class Frame:
     audio: tuple = field(default=(), repr=False)
     captured: float | None = None
     failure: BaseException | None = None
+    layout: str = "bgr"
+    place: str = "host"
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS or self.place not in PLACES:
+            raise ValueError(f"a frame's layout is one of {LAYOUTS} and its place one of {PLACES}, got {self.layout!r}, {self.place!r}")
+        on_host = isinstance(self.image, np.ndarray)
+        if on_host != (self.place == "host"):
+            raise ValueError(f"a {self.place} frame's image is a {'numpy array' if self.place == 'host' else 'torch tensor'}, got {type(self.image).__name__}")
+        shape = tuple(self.image.shape)
+        if (self.layout == "bgr") != (len(shape) == 3 and shape[2] == 3) or (self.layout == "i420" and len(shape) != 2):
+            raise ValueError(f"a {self.layout} frame's image is {'HxWx3' if self.layout == 'bgr' else '(H*3/2)xW'}, got shape {shape}")
 
     @property
     def time(self) -> float:
@@ -55,7 +73,7 @@ class Frame:
 
     @property
     def height(self) -> int:
-        return self.image.shape[0]
+        return self.image.shape[0] if self.layout == "bgr" else self.image.shape[0] * 2 // 3
 
     def replace(self, **changes) -> Frame:
         """A copy with some fields changed; timestamps ride along untouched."""

@@ -25,33 +25,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from veil.errors import OutputError, StageError
+from veil.stream.elements import Sink, Stage
 from veil.stream.frame import Frame
 from veil.stream.stats import LatencyLog
 
 _END = object()
 _POLL_S = 0.05
 JOIN_TIMEOUT_S = 5.0
-
-
-class Stage(Protocol):
-    """One step of the pipeline: takes a frame, returns the frame with what it added.
-
-    A stage that holds frames back (to look ahead) returns a list of the frames it
-    releases, in order, and has a ``flush()`` that returns the rest at the end.
-    """
-
-    name: str
-
-    def process(self, frame: Frame) -> Frame | list[Frame]: ...
-
-
-class Sink(Protocol):
-    def write(self, frame: Frame) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -120,6 +102,9 @@ class Graph:
             raise ValueError(f"target_delay must not be negative, got {target_delay}")
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        for part, kind in ((sink, Sink), *((stage, Stage) for stage in stages)):
+            if not isinstance(part, kind):
+                raise TypeError(f"{type(part).__name__} is not a veil {kind.__name__}: subclass veil.stream.elements.{kind.__name__}")
         self.target_delay = target_delay
         self._room = threading.Semaphore(max_in_flight) if max_in_flight else None
         self.source, self.stages, self.sink = source, list(stages), sink
@@ -176,11 +161,10 @@ class Graph:
             self._put(self.queues[0], _END)
 
     def _run_stage(self, worker: _Worker, stage: Stage, inbox: queue.Queue, outbox: queue.Queue) -> None:
-        flush = getattr(stage, "flush", None)
         while True:
             frame = self._get(inbox)
             if frame is _END:
-                held = worker.timed(None, flush) if flush is not None and not self._halt.is_set() else []
+                held = worker.timed(None, stage.flush) if not self._halt.is_set() else []
                 for item in [*held, _END]:
                     self._put(outbox, item)
                 return
@@ -195,7 +179,7 @@ class Graph:
                     self._fail(error if isinstance(error, OutputError) else StageError(f"stage '{stage.name}' failed on frame {frame.index}: {error}"))
                 self.report.latency.add(stage.name, time.perf_counter() - start)
             else:  # keep order: what the stage holds goes out before the failed frame
-                released = [*(flush() if flush is not None else []), frame]
+                released = [*stage.flush(), frame]
             for item in released:
                 if not self._put(outbox, item):
                     return

@@ -16,12 +16,13 @@ import cv2
 import numpy as np
 
 from veil.errors import InputError
+from veil.kernels.obfuscate import Hiding
+from veil.kernels.regions import Region, feathered_mask
 from veil.stream.faces import Faces
 from veil.stream.frame import Frame
 from veil.stream.limits import LIMITS
 
-MODES = ("blur", "pixelate", "solid")
-ALL_MODES = (*MODES, "synth")  # synth: a generated face (stream/anonymisers/synth.py)
+CLASSIC_MODES = ("blur", "pixelate", "solid")  # every mode: veil.stream.anonymisers.MODES
 SHAPES = ("ellipse", "box")
 
 # Cells across the face at strength 1 (the weakest strength a run may use: stream/limits.py).
@@ -44,8 +45,8 @@ class Anonymiser:
     strength: float = 1.0  # >1 obscures more
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise InputError(f"unknown mode '{self.mode}'; choose one of {', '.join(MODES)}")
+        if self.mode not in CLASSIC_MODES:
+            raise InputError(f"unknown mode '{self.mode}'; choose one of {', '.join(CLASSIC_MODES)}")
         if self.shape not in SHAPES:
             raise InputError(f"unknown mask shape '{self.shape}'; choose one of {', '.join(SHAPES)}")
         # Any finite positive strength is maths; what a run may use is veil.stream.limits' (Options
@@ -63,10 +64,9 @@ class Anonymiser:
             self._obscure(out, box)
         return out
 
-    def region(self, box, height: int, width: int) -> tuple | None:
-        """Where a face's mask reaches, clipped to the frame, and its ellipse: (left, top,
-        right, bottom, cx, cy, half_w, half_h, face size); None if off the frame. The GPU
-        kernels (kernels/obfuscate.py) take the same regions."""
+    def region(self, box, height: int, width: int) -> Region | None:
+        """Where a face's mask reaches, clipped to the frame, and its ellipse; None if off
+        the frame. The GPU kernels (veil.kernels.obfuscate) take the same regions."""
         x1, y1, x2, y2 = (float(v) for v in box)
         face = max(x2 - x1, y2 - y1, 1.0)
         half_w = (x2 - x1) / 2 + self.margin * (x2 - x1)
@@ -79,40 +79,37 @@ class Anonymiser:
         right, bottom = min(right, width), min(bottom, height)
         if right <= left or bottom <= top or half_w <= 0 or half_h <= 0:
             return None
-        return left, top, right, bottom, cx, cy, max(half_w, 0.5), max(half_h, 0.5), face
+        return Region(left, top, right, bottom, cx, cy, max(half_w, 0.5), max(half_h, 0.5), face)
+
+    def regions(self, boxes, height: int, width: int) -> list[Region]:
+        """The regions of the faces in ``boxes`` (N x 4: x1, y1, x2, y2) that reach the frame, in order."""
+        found = (self.region(box, height, width) for box in np.asarray(boxes, np.float32).reshape(-1, 4))
+        return [region for region in found if region is not None]
+
+    def hiding(self) -> Hiding:
+        """What the obfuscate kernels need to hide faces as this anonymiser does."""
+        return Hiding(self.mode, self.cells(), self.shape, self.feather)
+
+    def cells(self) -> float:
+        """Cells across the face (blur and pixelate)."""
+        return (BLUR_CELLS if self.mode == "blur" else PIXELATE_CELLS) / self.strength
 
     def _obscure(self, image: np.ndarray, box: np.ndarray) -> None:
         region = self.region(box, *image.shape[:2])
         if region is None:
             return
-        left, top, right, bottom, cx, cy, half_w, half_h, face = region
-        roi = image[top:bottom, left:right]
-        alpha = self._mask(left, top, right, bottom, cx, cy, half_w, half_h)
-        hidden = self._hidden(roi, face)
+        roi = image[region.top : region.bottom, region.left : region.right]
+        alpha = feathered_mask(region, self.shape, self.feather)
+        hidden = self._hidden(roi, region.face)
         blended = roi.astype(np.float32) * (1 - alpha) + hidden.astype(np.float32) * alpha
-        image[top:bottom, left:right] = np.rint(blended).astype(np.uint8)
-
-    def _mask(self, left, top, right, bottom, cx, cy, half_w, half_h) -> np.ndarray:
-        """1 inside the grown face region, falling to 0 across the feather band."""
-        xs = (np.arange(left, right, dtype=np.float32) + 0.5 - cx) / half_w
-        ys = (np.arange(top, bottom, dtype=np.float32) + 0.5 - cy) / half_h
-        if self.shape == "ellipse":
-            radius = np.sqrt(xs[None, :] ** 2 + ys[:, None] ** 2)
-        else:
-            radius = np.maximum(np.abs(xs)[None, :], np.abs(ys)[:, None])
-        if self.feather == 0:
-            alpha = (radius <= 1).astype(np.float32)
-        else:
-            alpha = np.clip((1 + self.feather - radius) / self.feather, 0, 1)
-        return alpha[:, :, None]
+        image[region.top : region.bottom, region.left : region.right] = np.rint(blended).astype(np.uint8)
 
     def _hidden(self, roi: np.ndarray, face: float) -> np.ndarray:
         """The obscured version of the whole region."""
         h, w = roi.shape[:2]
         if self.mode == "solid":
             return np.broadcast_to(np.array(SOLID_BGR, np.uint8), roi.shape)
-        cells = (BLUR_CELLS if self.mode == "blur" else PIXELATE_CELLS) / self.strength
-        scale = min(0.5, cells / face)  # even a tiny face is at least halved
+        scale = min(0.5, self.cells() / face)  # even a tiny face is at least halved
         small = cv2.resize(roi, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         if self.mode == "pixelate":
             return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -127,16 +124,14 @@ class Anonymiser:
 def cover_whole_frame(frame: Frame) -> Frame:
     """The fallback for a frame whose faces are not known: pixelate all of it. Wherever
     the frame failed on the GPU path, its picture is brought to the host as BGR first."""
-    image = host_bgr(frame.image)
+    image = host_bgr(frame)
     h, w = image.shape[:2]
     blocks = 16
     small = cv2.resize(image, (max(1, w * blocks // max(h, w)), max(1, h * blocks // max(h, w))), interpolation=cv2.INTER_AREA)
-    return frame.replace(image=cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST))
+    return frame.replace(image=cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST), layout="bgr", place="host")
 
 
-def host_bgr(image) -> np.ndarray:
-    """A frame's picture as host BGR: from a device tensor (the GPU path), or from the
-    I420 planes (H*3/2 x W) that path hands to encoders."""
-    if not isinstance(image, np.ndarray):
-        image = image.cpu().numpy()
-    return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420) if image.ndim == 2 else image
+def host_bgr(frame: Frame) -> np.ndarray:
+    """A frame's picture as host BGR, from wherever and however it is held."""
+    image = frame.image if frame.place == "host" else frame.image.cpu().numpy()
+    return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420) if frame.layout == "i420" else image

@@ -26,7 +26,7 @@ the keyframe's generated pixels of at most ``FLOW_MAX`` crop pixels anywhere and
 the keyframe decisions (whether this frame regenerates). No pixel value of the hidden face
 reaches the output: the warp only moves generated pixels (the generator never saw the face
 it replaces), the colour is matched on a ring outside the face mask, and the face region
-is placed by the current frame's landmarks. tests/test_propagate.py holds the bound: with
+is placed by the current frame's landmarks. tests/stream/test_propagate.py holds the bound: with
 the hidden pixels changed, a warped frame is the keyframe's face moved by a flow within
 it, and nothing else changes.
 
@@ -45,8 +45,8 @@ import cv2
 import numpy as np
 
 from veil.engines import align
-from veil.stream.faces import Faces
 from veil.stream.anonymisers.synth import AlignedFace, Generation, SynthAnonymiser, warp_crop
+from veil.stream.faces import Faces
 
 # Chosen by measurement on the talking-head and crowd clips (benchmarks/PROPAGATION.md).
 KEYFRAME_EVERY = 16

@@ -21,15 +21,21 @@ class Detector(Protocol):
         """Faces in an HxWx3 uint8 BGR image; raises InputError for anything else."""
 
 
-def make_detector(name: str = "yunet", backend: str = "onnxruntime", device: str = "cpu", **options) -> Detector:
-    """The detector called ``name`` on an engine backend and device (veil.engines.runtime); other
-    options go to its constructor (input_size, tiles, ...)."""
+def detector_class(name: str) -> type:
+    """The class of the detector called ``name`` (its INPUT_SIZE and SCORE_THRESHOLD are
+    the detector's own settings)."""
     if name == "yunet":
         from veil.stream.detectors.yunet import YuNet
 
-        return YuNet(backend=backend, device=device, **options)
+        return YuNet
     if name == "centerface":
         from veil.stream.detectors.centerface import CenterFace
 
-        return CenterFace(backend=backend, device=device, **options)
+        return CenterFace
     raise InputError(f"unknown detector {name!r}; valid names: {', '.join(DETECTOR_NAMES)}")
+
+
+def make_detector(name: str = "yunet", backend: str = "onnxruntime", device: str = "cpu", **options) -> Detector:
+    """The detector called ``name`` on an engine backend and device (veil.engines.runtime); other
+    options go to its constructor (input_size, tiles, ...)."""
+    return detector_class(name)(backend=backend, device=device, **options)

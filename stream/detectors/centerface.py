@@ -63,12 +63,9 @@ class CenterFace(ScaledDetector):
 
     # 640 keeps it at 20-30 ms a 1080p frame on 2 cores; at 0.3 it found every annotated dlib
     # face and nothing on dogs.jpg.
-    def __init__(self, input_size: int | None = 640, tiles: bool = False,
-                 score_threshold: float = 0.3, nms_threshold: float = 0.3,
-                 backend: str = "onnxruntime", device: str = "cpu", intra_op_threads: int | None = None,
-                 edge_pad: float = 0.0):
-        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, backend, device,
-                         intra_op_threads, edge_pad)
+    INPUT_SIZE = 640
+    SCORE_THRESHOLD = 0.3
+    model = staticmethod(runnable_model)
 
     def detect_native(self, image: np.ndarray) -> Faces:
         heatmap, log_size, offset, landmarks = self.engine.run({self.input_name: padded_rgb_blob(image)})

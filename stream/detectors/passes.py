@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import onnx
 
-from veil.engines.runtime import graph_inputs, open_engine
+from veil.engines.engine import graph_inputs
+from veil.engines.runtime import open_engine
 from veil.errors import InputError
 from veil.stream.faces import Faces, iou_matrix
 
@@ -127,11 +128,25 @@ def model_shapes(input_size: int | None, tiles: bool, edge_pad: float) -> tuple[
     return (1, 3, PAD_MULTIPLE, PAD_MULTIPLE), (1, 3, optimum, optimum), (1, 3, longest, longest)
 
 
+def pass_sizes(input_size: int | None, height: int, width: int) -> list[tuple[int, int]]:
+    """The sizes (width, height) a frame is searched at: scaled so that its longest side is
+    ``input_size``, and at its own size too where it is smaller than that (or where
+    ``input_size`` is None). The GPU path's detector searches the same ones."""
+    longest = max(height, width)
+    sizes = []
+    if input_size is not None and input_size != longest:
+        scale = input_size / longest
+        sizes.append((max(1, round(width * scale)), max(1, round(height * scale))))
+    if input_size is None or longest <= input_size:
+        sizes.append((width, height))
+    return sizes
+
+
 class ScaledDetector:
     """Runs a model's ``detect_native`` on the scaled frame (and tiles) and maps results back.
 
     input_size: the longest side a larger frame is scaled down to before detection; None
-      runs at native resolution. A smaller frame is searched twice, at native size and
+      runs at native resolution; "own": the model's INPUT_SIZE. A smaller frame is searched twice, at native size and
       scaled up to input_size, and the results merged: upscaling finds tiny faces but
       loses dim, soft ones that the native pass finds (measured on a dark 360p audience).
     tiles: also run on overlapping native-resolution TILE_SIZE tiles and merge, for faces
@@ -142,15 +157,27 @@ class ScaledDetector:
       frame it enters, where the bare image showed only a chin. Live runs use it
       (``LIVE_EDGE_PAD``), having no backfill to catch such a face a few frames later;
       file runs keep 0, the setting their privacy figures were measured with.
-    score_threshold: faces scoring below are dropped. Kept low on purpose: a missed face
+    score_threshold: faces scoring below are dropped (None: the model's SCORE_THRESHOLD). Kept low on purpose: a missed face
       leaks, a false positive only blurs a patch of background.
     nms_threshold: IoU above which two boxes are taken to be one face.
     backend, device, intra_op_threads: which engine runs the model where (veil.engines.runtime),
       and with how many CPU threads.
     """
 
-    def __init__(self, model: onnx.ModelProto, input_size: int | None, tiles: bool, score_threshold: float,
-                 nms_threshold: float, backend: str, device: str, intra_op_threads: int | None, edge_pad: float):
+    INPUT_SIZE: int  # each model's own defaults, measured for it (see its class)
+    SCORE_THRESHOLD: float
+
+    @staticmethod
+    def model() -> onnx.ModelProto:
+        """The model's ONNX graph, ready for any engine backend."""
+        raise NotImplementedError
+
+    def __init__(self, input_size: int | None | str = "own", tiles: bool = False, score_threshold: float | None = None,
+                 nms_threshold: float = 0.3, backend: str = "onnxruntime", device: str = "cpu",
+                 intra_op_threads: int | None = None, edge_pad: float = 0.0):
+        input_size = self.INPUT_SIZE if input_size == "own" else input_size
+        score_threshold = self.SCORE_THRESHOLD if score_threshold is None else score_threshold
+        model = self.model()
         if input_size is not None and input_size < 32:
             raise InputError(f"input_size must be at least 32 pixels or None, got {input_size}")
         if not 0.0 <= score_threshold <= 1.0:
@@ -178,9 +205,7 @@ class ScaledDetector:
         check_image(image)
         height, width = image.shape[:2]
         views = [image, with_local_contrast(image)] if is_dark(image) else [image]
-        passes = [self._detect_scaled(view) for view in views]
-        if self.input_size is not None and max(height, width) < self.input_size:
-            passes += [self._detect_padded(view) for view in views]
+        passes = [self._detect_at(view, size) for size in pass_sizes(self.input_size, height, width) for view in views]
         if self.tiles and (height > TILE_SIZE or width > TILE_SIZE):
             for top in tile_starts(height):
                 for left in tile_starts(width):
@@ -189,13 +214,10 @@ class ScaledDetector:
         faces = passes[0] if len(passes) == 1 else merge_overlapping(Faces.concat(passes), self.nms_threshold)
         return faces.clipped(width, height)
 
-    def _detect_scaled(self, image: np.ndarray) -> Faces:
-        longest = max(image.shape[:2])
-        if self.input_size is None or self.input_size == longest:
+    def _detect_at(self, image: np.ndarray, size: tuple[int, int]) -> Faces:
+        if size == (image.shape[1], image.shape[0]):
             return self._detect_padded(image)
-        scale = self.input_size / longest
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        interpolation = cv2.INTER_AREA if max(size) < max(image.shape[:2]) else cv2.INTER_LINEAR
         resized = cv2.resize(image, size, interpolation=interpolation)
         # rounding the size changes the scale slightly; map back with each axis's own
         return mapped(self._detect_padded(resized), size[0] / image.shape[1], size[1] / image.shape[0])

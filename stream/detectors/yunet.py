@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 
 from veil.engines.onnx_models import fold_constant_dequantize, make_input_dims_symbolic
-from veil.stream.detectors.passes import PAD_MULTIPLE, ScaledDetector, nms
 from veil.errors import StageError
+from veil.stream.detectors.passes import PAD_MULTIPLE, ScaledDetector, nms
 from veil.stream.faces import Faces
 
 MODEL_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
@@ -74,12 +74,9 @@ class YuNet(ScaledDetector):
     # 0.4 keeps every annotated dlib face and every face the independent gate finds in the
     # shared clips; 0.3 nearly doubled the false alarms on a dense overhead crowd (27.6 vs
     # 14.7 boxes a frame) for no face gained, 0.5 let one face through on crowd_arcade.
-    def __init__(self, input_size: int | None = 960, tiles: bool = False,
-                 score_threshold: float = 0.4, nms_threshold: float = 0.3,
-                 backend: str = "onnxruntime", device: str = "cpu", intra_op_threads: int | None = None,
-                 edge_pad: float = 0.0):
-        super().__init__(runnable_model(), input_size, tiles, score_threshold, nms_threshold, backend, device,
-                         intra_op_threads, edge_pad)
+    INPUT_SIZE = 960
+    SCORE_THRESHOLD = 0.4
+    model = staticmethod(runnable_model)
 
     def detect_native(self, image: np.ndarray) -> Faces:
         blob = padded_blob(image)

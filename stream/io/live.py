@@ -24,6 +24,7 @@ from fractions import Fraction
 import av
 
 from veil.errors import InputError, reason
+from veil.stream.elements import Source
 from veil.stream.frame import Frame
 from veil.stream.io.source import open_input, upright
 
@@ -138,13 +139,15 @@ class CoverGaps:
             yield last
 
 
-class LiveSource:
+class LiveSource(Source):
     """A camera or network stream (or, with ``realtime``, a file played at its own pace,
     as a stand-in for a camera), read by its own thread into a ``FrameSlot``.
 
     The first connection is made here, so a wrong URL fails at once; later failures
     reconnect until no frame has come for ``give_up_s``.
     """
+
+    live = True
 
     def __init__(
         self,
@@ -157,7 +160,7 @@ class LiveSource:
         log: Callable[[str], None] = print,
     ):
         if give_up_s <= 0:
-            raise InputError(f"--reconnect must be positive, got {give_up_s:g}")
+            raise InputError(f"the reconnect time must be positive, got {give_up_s:g}")
         self.url, self.format, self.log = url, format, log
         # Network streams: probe 1 s, not FFmpeg's 5, so a run starts (and a lost
         # source comes back) quickly; stream headers arrive well within that.

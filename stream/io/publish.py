@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 
 from veil.errors import OutputError, reason
+from veil.stream.elements import OutputSink
 from veil.stream.frame import Frame
 from veil.stream.io.partial import PartialFile
 from veil.stream.io.sink import AudioEncoder, add_video, finish, video_picture
@@ -32,7 +33,7 @@ def is_network_output(target: str) -> bool:
     return target.split("://", 1)[0].lower() in NETWORK_FORMATS if "://" in target else False
 
 
-class LiveEncoderSink:
+class LiveEncoderSink(OutputSink):
     def __init__(
         self,
         target: str,
@@ -141,7 +142,7 @@ class LiveEncoderSink:
         if self.container is None and not self._reconnect():
             self.unsent += 1
             return
-        picture = video_picture(frame.image)
+        picture = video_picture(frame)
         picture.pts, picture.time_base = frame.pts, frame.time_base
         try:
             self.container.mux(self.video.encode(picture))

@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 from veil.errors import OutputError, reason
+from veil.stream.elements import OutputSink
 from veil.stream.frame import Frame
 from veil.stream.io.partial import PartialFile
 
@@ -75,10 +76,12 @@ def finish(container, encoders: list) -> None:
         container.close()
 
 
-def video_picture(image: np.ndarray) -> av.VideoFrame:
-    """A frame for the encoder: BGR, or the I420 planes (H*3/2 x W) the GPU path hands over
-    already in the encoder's pixel format."""
-    return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="yuv420p" if image.ndim == 2 else "bgr24")
+def video_picture(frame: Frame) -> av.VideoFrame:
+    """A host frame for the encoder, in its layout: BGR, or the I420 planes the GPU path
+    hands over already in the encoder's pixel format."""
+    if frame.place != "host":
+        raise ValueError(f"an encoder takes host frames, got frame {frame.index} on the {frame.place}")
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.image), format="yuv420p" if frame.layout == "i420" else "bgr24")
 
 
 class AudioEncoder:
@@ -142,7 +145,7 @@ class AudioEncoder:
         return list(self.stream.encode(sound))
 
 
-class VideoFileSink:
+class VideoFileSink(OutputSink):
     def __init__(
         self,
         path: str | os.PathLike,
@@ -181,7 +184,7 @@ class VideoFileSink:
             self.transcodes[template.index] = AudioEncoder(self.container)
 
     def write(self, frame: Frame) -> None:
-        picture = video_picture(frame.image)
+        picture = video_picture(frame)
         picture.pts = frame.pts
         picture.time_base = frame.time_base
         try:

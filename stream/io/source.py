@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from fractions import Fraction
@@ -10,6 +11,7 @@ import av
 import numpy as np
 
 from veil.errors import InputError, reason
+from veil.stream.elements import Source
 from veil.stream.frame import Frame
 
 
@@ -81,12 +83,14 @@ class PresentationTimes:
         return time
 
 
-class VideoSource:
+class VideoSource(Source):
     """Decodes the first video stream to upright BGR frames, with their original pts where
     those are usable (``PresentationTimes``; ``times.derived`` counts the frames timed otherwise).
 
+    The first frame is decoded on opening, so a file that opens but holds nothing
+    decodable fails here, before any output exists; ``width`` and ``height`` are its.
     Packets of the audio streams are carried on the frame decoded before them (see
-    ``Frame.audio``), so a sink can stream-copy them in sync.
+    ``Frame.audio``), so a sink can stream-copy them in sync. A source is read once.
     """
 
     def __init__(self, url: str, options: dict | None = None):
@@ -104,8 +108,18 @@ class VideoSource:
         self.time_base = self.video.time_base or 1 / self.rate
         self.frame_count = self.video.frames or None
         self.times = PresentationTimes(round(1 / (self.rate * self.time_base)))
+        self._frames = self._decode()
+        try:
+            self.first = next(self._frames)
+        except BaseException:
+            self.container.close()
+            raise
+        self.height, self.width = self.first.image.shape[:2]
 
     def __iter__(self) -> Iterator[Frame]:
+        return itertools.chain([self.first], self._frames)
+
+    def _decode(self) -> Iterator[Frame]:
         streams = [self.video, *self.audio]
         early_packets: list[av.Packet] = []  # audio before the first video frame
         ahead: deque[tuple[av.VideoFrame, list]] = deque()  # decoded frames, each with the audio read after it

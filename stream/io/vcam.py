@@ -15,15 +15,13 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from contextlib import ExitStack
 
 import cv2
 import numpy as np
 
 from veil.errors import InputError, MissingDependency, OutputError
+from veil.stream.elements import Sink
 from veil.stream.frame import Frame
-from veil.stream.graph import RunReport
-from veil.stream.jobs import Options, live_detector, open_live_source, run_live
 
 # Size and rate of the first, fail-fast opening when --size/--fps do not say.
 PROBE_SIZE = (640, 480)
@@ -65,7 +63,7 @@ def _reason(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-class VirtualCameraSink:
+class VirtualCameraSink(Sink):
     """Writes BGR frames to a virtual camera through pyvirtualcam.
 
     ``camera`` replaces ``pyvirtualcam.Camera`` (same signature); tests pass a
@@ -112,8 +110,8 @@ class VirtualCameraSink:
         if self._camera is None:
             raise OutputError(f"virtual camera {self.device} is closed")
         image = frame.image
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise OutputError(f"virtual camera {self.device} takes HxWx3 uint8 BGR frames, got shape {image.shape} of {image.dtype}")
+        if frame.layout != "bgr" or frame.place != "host" or image.dtype != np.uint8:
+            raise OutputError(f"virtual camera {self.device} takes HxWx3 uint8 BGR frames on the host, got a {frame.layout} frame on the {frame.place} of {image.dtype}")
         if image.shape[:2] != (self.height, self.width):
             image = self._fit(image)
         try:
@@ -157,51 +155,5 @@ class VirtualCameraSink:
 def parse_size(size: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", size)
     if not match or 0 in (int(match.group(1)), int(match.group(2))):
-        raise InputError(f"--size must be WIDTHxHEIGHT, e.g. 1280x720; got '{size}'")
+        raise InputError(f"a camera size is WIDTHxHEIGHT, e.g. 1280x720; got '{size}'")
     return int(match.group(1)), int(match.group(2))
-
-
-def run_camera(
-    device: str,
-    output_device: str | None,
-    options: Options,
-    *,
-    size: str | None = None,
-    fps: float | None = None,
-    camera: Callable | None = None,
-    log: Callable[[str], None] = print,
-) -> RunReport:
-    """Anonymise webcam ``device`` into a virtual camera until Ctrl-C or the webcam is
-    gone; raise OutputError (exit 2) at once when there is no virtual camera.
-    ``camera`` replaces ``pyvirtualcam.Camera``, as in ``VirtualCameraSink``."""
-    options.anonymiser()  # a bad mode or shape fails before any device opens
-    width, height = parse_size(size) if size else PROBE_SIZE
-    if fps is not None and fps <= 0:
-        raise InputError(f"--fps must be positive, got {fps:g}")
-    # The webcam's size is only known once it runs; open the virtual camera now at a
-    # provisional size anyway, so "none installed" fails before anything slow, and
-    # keep the device it picked so the real opening gets the same one.
-    probe = VirtualCameraSink(width, height, fps or PROBE_FPS, device=output_device, camera=camera, log=log)
-    probe.close()
-    output_device = probe.device
-    if output_device == device:
-        raise InputError(f"the webcam and the virtual camera are both {device}; pass another --output-device")
-    detector = live_detector(options)
-    with ExitStack() as cleanup:
-        source = open_live_source(device, options, size=f"{width}x{height}" if size else None, fps=fps, log=log)
-        cleanup.callback(source.close)
-        rate = float(source.rate)
-        sink = VirtualCameraSink(
-            source.width,
-            source.height,
-            rate,
-            device=output_device,
-            camera=camera,
-            log=log,
-        )
-        cleanup.callback(sink.close)  # run_live closes it too; closing twice is fine
-        log(
-            f"veil: {device} ({source.width}x{source.height} at {rate:g} fps) anonymised "
-            f"into virtual camera {sink.device}; pick it in Zoom, Meet or OBS; Ctrl-C stops"
-        )
-        return run_live(source, sink, options, detector, log=log)

@@ -1,66 +1,10 @@
-"""The pipeline's stages: detect, track, anonymise. Each is synchronous; the graph
-runtime gives each its own thread."""
+"""The built-in stages, in the order a pipeline runs them: detect, track, backfill, audit,
+anonymise. Each is synchronous; the graph runtime gives each its own thread."""
 
-from __future__ import annotations
+from veil.stream.stages.anonymise import AnonymiseStage
+from veil.stream.stages.audit import AuditStage
+from veil.stream.stages.backfill import BackfillStage
+from veil.stream.stages.detect import DetectStage
+from veil.stream.stages.track import TrackStage
 
-from veil.stream.anonymisers.classic import Anonymiser
-from veil.stream.detectors import Detector
-from veil.errors import InputError
-from veil.stream.frame import Frame
-from veil.stream.tracker import Tracker
-
-
-class DetectStage:
-    """Runs the detector on every ``every``-th frame, and on the last frame, so that a face
-    that appears after the last scheduled detection is still found (backfill then masks it
-    on the frames before); the tracker predicts the rest. With ``every`` > 1 each frame
-    between detections is held until the next one arrives: it may be the last."""
-
-    name = "detect"
-
-    def __init__(self, detector: Detector, every: int = 1):
-        if every < 1:
-            raise InputError(f"detection interval must be at least 1 frame, got {every}")
-        self.detector, self.every = detector, every
-        self._held: Frame | None = None
-
-    def process(self, frame: Frame) -> list[Frame]:
-        released = [] if self._held is None else [self._held]
-        self._held = None
-        if frame.index % self.every == 0:
-            released.append(self._detected(frame))
-        else:
-            self._held = frame
-        return released
-
-    def flush(self) -> list[Frame]:
-        held, self._held = self._held, None
-        return [] if held is None else [self._detected(held)]
-
-    def _detected(self, frame: Frame) -> Frame:
-        return frame.replace(detections=self.detector.detect(frame.image))
-
-
-class TrackStage:
-    name = "track"
-
-    def __init__(self, tracker: Tracker):
-        self.tracker = tracker
-
-    def process(self, frame: Frame) -> Frame:
-        return frame.replace(tracks=self.tracker.update(frame.detections, frame.width, frame.height))
-
-
-class AnonymiseStage:
-    """Obscures every tracked face (or, with no tracker, every detection)."""
-
-    name = "anonymise"
-
-    def __init__(self, anonymiser: Anonymiser):
-        self.anonymiser = anonymiser
-
-    def process(self, frame: Frame) -> Frame:
-        faces = frame.faces_to_mask
-        if faces is None:
-            raise RuntimeError(f"frame {frame.index} reached anonymise with no detections or tracks")
-        return frame.replace(image=self.anonymiser.apply(frame.image, faces))
+__all__ = ["AnonymiseStage", "AuditStage", "BackfillStage", "DetectStage", "TrackStage"]

@@ -13,11 +13,12 @@ from collections import deque
 import numpy as np
 
 from veil.errors import InputError
+from veil.stream.elements import Stage
 from veil.stream.faces import Faces
 from veil.stream.frame import Frame
 
 
-class BackfillStage:
+class BackfillStage(Stage):
     name = "backfill"
 
     def __init__(self, frames: int, growth_per_frame: float = 0.1):

@@ -1,0 +1,60 @@
+"""The settings of a run: what the pipeline description sets (veil.stream.description), checked
+on construction, before any model loads or any file opens (veil.stream.limits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from veil.stream.anonymisers.propagate import KEYFRAME_EVERY
+from veil.stream.limits import LIMITS
+
+
+@dataclass
+class Options:
+    mode: str = "blur"  # one of veil.stream.anonymisers.MODES
+    keyframe_every: int = KEYFRAME_EVERY  # synth: frames between generator runs at most (1: every frame)
+    secret: str | None = None  # synth: picks each track's identity; None: random per run
+    backend: str = "onnxruntime"  # runs the generator (the detector's is in detector_options)
+    device: str = "cpu"
+    # Keep frames on the engines' device from upload to download (veil.stream.gpu). None:
+    # yes on cuda. True on cpu runs that path's kernels through the CPU shim (tests).
+    frames_on_device: bool | None = None
+    detector: str = "yunet"
+    detector_options: dict = field(default_factory=dict)  # the detector's own: score_threshold, input_size, tiles, ...
+    detect_every: int = 1
+    strength: float = 1.0
+    margin: float = 0.4
+    shape: str = "ellipse"
+    coast_s: float = 1.0
+    tentative_coast_s: float = 0.25
+    backfill_s: float = 0.2
+    audit: str | None = None
+    stage_timeout: float = 30.0
+    progress: bool = True
+    # live runs
+    live: bool = False  # play a file input in real time, as a camera would deliver it
+    target_delay_s: float | None = None
+    reconnect_s: float = 30.0
+    verbose: bool = False
+
+    _anonymiser: object = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        """Every number in range before anything opens."""
+        for name in ("strength", "margin", "coast_s", "tentative_coast_s", "backfill_s", "stage_timeout",
+                     "keyframe_every", "detect_every", "reconnect_s"):
+            setattr(self, name, LIMITS[name].check(getattr(self, name)))
+        if self.target_delay_s is not None:
+            self.target_delay_s = LIMITS["target_delay_ms"].check(self.target_delay_s * 1000) / 1000
+        if "score_threshold" in self.detector_options:
+            LIMITS["threshold"].check(self.detector_options["score_threshold"])
+        if self.detector_options.get("input_size") is not None:
+            LIMITS["detect_size"].check(self.detector_options["input_size"])
+
+    def anonymiser(self):
+        """The run's one anonymiser (stateless, shared by its graphs); a bad mode fails here."""
+        if self._anonymiser is None:
+            from veil.stream.anonymisers import make_anonymiser
+
+            self._anonymiser = make_anonymiser(self)
+        return self._anonymiser
