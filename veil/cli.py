@@ -36,16 +36,30 @@ def _number(limit: str):
     return parse
 
 
+def _size(text: str) -> str:
+    """An argparse type: a WIDTHxHEIGHT the webcam can be asked for."""
+    from veil.stream.io.vcam import parse_size
+
+    try:
+        parse_size(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
+    from veil import __version__
     from veil.engines.runtime import BACKENDS, DEVICES
-    from veil.stream.anonymisers.classic import ALL_MODES, SHAPES
+    from veil.stream.anonymisers import MODES
+    from veil.stream.anonymisers.classic import SHAPES
     from veil.stream.anonymisers.propagate import KEYFRAME_EVERY
 
     parser = _Parser(prog="veil", description="Anonymise faces in video, live.")
+    parser.add_argument("--version", action="version", version=f"veil {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     anonymise = _Parser(add_help=False)
-    anonymise.add_argument("--mode", choices=ALL_MODES, default="blur", help="synth: a generated face of nobody, with the same pose and expression")
+    anonymise.add_argument("--mode", choices=MODES, default="blur", help="synth: a generated face of nobody, with the same pose and expression")
     anonymise.add_argument("--keyframe-every", type=_number("keyframe_every"), default=KEYFRAME_EVERY, metavar="N",
                            help="synth: generate each face at most N frames apart and carry it along the face's motion in between (1: every frame)")
     anonymise.add_argument("--secret", help="synth: key that picks each track's synthetic identity (default: random per run; set it to repeat a run)")
@@ -70,12 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("-v", "--verbose", action="store_true", help="live: print latency and drops every few seconds")
 
     run = commands.add_parser("run", parents=[anonymise, live], help="anonymise a video, photo, folder or stream")
-    run.add_argument("input", help="video file, stream URL (rtsp://, rtmp://, ...), camera (/dev/video0), photo, or folder")
-    run.add_argument("-o", "--output", required=True, help="output file or folder, rtmp://host/app/key, or webrtc://host:port")
+    run.add_argument("input", nargs="?", help="video file, stream URL (rtsp://, rtmp://, ...), camera (/dev/video0), photo, or folder")
+    run.add_argument("-o", "--output", help="output file or folder, rtmp://host/app/key, or webrtc://host:port")
+    run.add_argument("--pipeline", metavar="FILE", help="the graph as a TOML file (its source and sink unless INPUT and -o are given) instead of the flags")
+    run.add_argument("--print-pipeline", action="store_true", help="print the pipeline these flags make, as a launch line, and exit")
     run.add_argument("--live", action="store_true", help="play a file input in real time, as a camera would (implied by stream outputs)")
     run.add_argument("--backfill", type=_number("backfill_s"), default=0.2, metavar="S", help="also mask a new face in the S seconds before its first detection (files only; delays output by S)")
     run.add_argument("--audit", metavar="FILE", help="write one JSON line per frame with every face box")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    launch = commands.add_parser("launch", help='run a pipeline written as a launch line: "IN ! yunet ! track ! blur ! OUT"')
+    launch.add_argument("line", help="source ! element prop=value ! ... ! sink (see README: the pipeline)")
+    launch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    launch.add_argument("-v", "--verbose", action="store_true", help="live: print latency and drops every few seconds")
 
     serve = commands.add_parser("serve", parents=[anonymise, live], help="web page: your browser camera in, anonymised video back over WebRTC")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for other machines; browsers need https for cameras off localhost)")
@@ -84,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     camera = commands.add_parser("camera", parents=[anonymise, live], help="webcam in, anonymised virtual camera out (for Zoom, Meet, OBS)")
     camera.add_argument("--webcam", default="/dev/video0", help="the webcam (/dev/videoN; video=NAME on Windows; an index on macOS)")
     camera.add_argument("--output-device", help="the virtual camera (default: the first one pyvirtualcam finds)")
-    camera.add_argument("--size", metavar="WxH", help="ask the webcam for this size, e.g. 1280x720")
+    camera.add_argument("--size", type=_size, metavar="WxH", help="ask the webcam for this size, e.g. 1280x720")
     camera.add_argument("--fps", type=_number("camera_fps"), help="ask the webcam for this frame rate")
 
     demo = commands.add_parser("demo", help="make the built-in example clip and anonymise it")
@@ -106,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _options(args):
-    from veil.stream.jobs import Options
+    from veil.stream.options import Options
 
     detector_options = {}
     if args.threshold is not None:
@@ -137,23 +158,54 @@ def _interrupt(signum, frame):
 
 
 def _train(argv: list[str]) -> int:
+    """`veil train`: the generator learns on faces found and aligned by the pipeline's own detector."""
     try:
         from veil.engines.train import main as train
     except ModuleNotFoundError as error:
         print(f"veil: error: training needs {error.name}: pip install 'veil[train]'", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from veil.stream.detectors import make_detector
+
     try:
-        return train(argv, prog="veil train")
+        return train(argv, make_detector("yunet"), prog="veil train")
     except InputError as error:
         print(f"veil: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _description(args, parser):
+    """The pipeline of ``veil run``: the flags' (every flag is a property of an element), or
+    the file's, with INPUT and -o as its source and sink where given."""
+    from veil.stream.description import Description
+
+    flags = Description.of(_options(args), args.input, args.output)
+    if args.pipeline is None:
+        if args.input is None or args.output is None:
+            raise InputError("veil run needs an INPUT and -o OUTPUT (or --pipeline FILE)")
+        return flags
+    defaults = Description.of(_options(parser.parse_args(["run"])))
+    if Description(flags.elements, source_properties=flags.source_properties, sink_properties=flags.sink_properties).line() != defaults.line():
+        raise InputError(f"--pipeline {args.pipeline} is the whole graph: set the elements' properties there, not as flags")
+    description = Description.load(args.pipeline)
+    description.source = args.input or description.source
+    description.sink = args.output or description.sink
+    if description.source is None or description.sink is None:
+        raise InputError(f"{args.pipeline} names no {'source' if description.source is None else 'sink'}; give it there or on the command line")
+    return description
+
+
+def _run(description, args) -> None:
+    from veil.stream.jobs import run
+
+    run(description.source, description.sink, description.options(progress=not args.quiet, verbose=args.verbose))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         return _train(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     import cv2
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # Veil says what went wrong, in one line
@@ -164,19 +216,28 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "run":
-            from veil.stream.jobs import run
+            description = _description(args, parser)
+            if args.print_pipeline:
+                print(description.line())
+            else:
+                _run(description, args)
+        elif args.command == "launch":
+            from veil.stream.description import Description
 
-            run(args.input, args.output, _options(args))
+            description = Description.parse(args.line)
+            if description.source is None or description.sink is None:
+                raise InputError("a launch line starts with its source and ends with its sink: IN ! yunet ! track ! blur ! OUT")
+            _run(description, args)
         elif args.command == "serve":
-            from veil.stream.io.webrtc import serve
+            from veil.commands.serve import serve
 
-            serve(args.host, args.port, _options(args))
+            serve(args.host, args.port, _settings(args))
         elif args.command == "camera":
-            from veil.stream.io.vcam import run_camera
+            from veil.commands.camera import run_camera
 
-            run_camera(args.webcam, args.output_device, _options(args), size=args.size, fps=args.fps)
+            run_camera(args.webcam, args.output_device, _settings(args), size=args.size, fps=args.fps)
         elif args.command == "demo":
-            from veil.testing.clips import run_demo
+            from veil.commands.demo import run_demo
 
             run_demo(args.out)
         elif args.command == "doctor":
@@ -201,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         print("veil: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _settings(args):
+    """A live command's settings, through the same description a run's go through."""
+    from veil.stream.description import Description
+
+    return Description.of(_options(args)).options(verbose=args.verbose)
 
 
 if __name__ == "__main__":

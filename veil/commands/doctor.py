@@ -85,8 +85,8 @@ def build_engines(backend: str, device: str, generator: str | None = None, cache
 
     generator: a generator ONNX file (default: the shipped engines/weights/generator.onnx).
     """
-    from veil.stream.detectors import DETECTOR_NAMES, make_detector
     from veil.engines import GENERATOR_WEIGHTS
+    from veil.stream.detectors import DETECTOR_NAMES, make_detector
 
     check_available(backend, device)
     cache_dir = Path(cache_dir or default_cache_dir())

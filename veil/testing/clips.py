@@ -157,29 +157,3 @@ def _write_tone(container, stream, seconds: float, hz: float = 440.0) -> None:
         frame.sample_rate, frame.pts = rate, start
         container.mux(stream.encode(frame))
     container.mux(stream.encode(None))
-
-
-def before_after(original: str | Path, anonymised: str | Path, image_path: str | Path, at_s: float = 3.0) -> None:
-    """Side-by-side still of the same moment before and after."""
-    pictures = []
-    for path in (original, anonymised):
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            for frame in container.decode(stream):
-                if frame.time is not None and frame.time >= at_s:
-                    break
-            pictures.append(frame.to_ndarray(format="bgr24"))
-    cv2.imwrite(str(image_path), np.hstack(pictures))
-
-
-def run_demo(out_dir: str | Path) -> None:
-    from veil.stream.jobs import Options, run
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    clip, result, still = out / "example.mp4", out / "example_anon.mp4", out / "before_after.png"
-    make_example_clip(clip)
-    print(f"veil: made the example clip {clip}")
-    run(str(clip), str(result), Options())
-    before_after(clip, result, still)
-    print(f"veil: before/after image {still}")

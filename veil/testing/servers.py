@@ -7,7 +7,6 @@ in CI a missing server fails the tests instead of skipping them.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -17,16 +16,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import pytest
 
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+NGINX_RTMP = "nginx with the RTMP module (Debian packages nginx, libnginx-mod-rtmp)"
 
 
-def require(what: str, present: bool) -> None:
-    if not present:
-        if os.environ.get("VEIL_REQUIRE_SERVERS") == "1":
-            pytest.fail(f"{what} is required (VEIL_REQUIRE_SERVERS=1) but missing")
-        pytest.skip(f"{what} not installed (make servers installs it)")
+def nginx_rtmp_installed() -> bool:
+    return Path(shutil.which("nginx") or "/usr/sbin/nginx").exists() and RTMP_MODULE.exists()
 
 
 def free_port() -> int:
@@ -50,8 +46,9 @@ class RtmpServer:
     the same port."""
 
     def __init__(self, folder: Path):
+        if not nginx_rtmp_installed():
+            raise FileNotFoundError(f"{NGINX_RTMP} is not installed")
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        require("nginx with the RTMP module (Debian packages nginx, libnginx-mod-rtmp)", Path(nginx).exists() and RTMP_MODULE.exists())
         self.nginx, self.folder, self.port = nginx, folder, free_port()
         (folder / "nginx.conf").write_text(
             f"""
