@@ -37,7 +37,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[eval]'
-	$(PY) benchmarks/compare_deface.py
+	$(PY) -m benchmarks.compare_deface
 
 clean:
 	rm -rf $(VENV) demo build *.egg-info

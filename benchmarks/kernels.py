@@ -6,26 +6,19 @@ device's copy bandwidth, measured here by a large device-to-device copy; the rat
 kernel / floor says how far a kernel is from memory-bound. CPU references run in the
 same process, so speedups are ratios on one machine.
 
-    python benchmarks/kernels.py            # prints a markdown table
+    python -m benchmarks.kernels            # prints a markdown table
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from veil.engines import align
-from veil.kernels import colour
-from veil.kernels import composite
-from veil.kernels import obfuscate
-from veil.kernels import preprocess
-from veil.kernels import warp
+from veil.kernels import colour, composite, obfuscate, preprocess, warp
 from veil.stream.anonymisers.classic import Anonymiser
 from veil.stream.faces import Faces
 
@@ -88,7 +81,7 @@ def cases(rng: np.random.Generator):
            lambda: cv2.resize(frame, (960, 544)).astype(np.float32), frame.nbytes + 960 * 544 * 3 * 4)
     for mode in ("pixelate", "blur"):
         anonymiser = Anonymiser(mode=mode)
-        yield (f"obfuscate {mode} (8 faces)", lambda a=anonymiser: obfuscate.obscure(frame_gpu, boxes, a, out=frame_gpu),
+        yield (f"obfuscate {mode} (8 faces)", lambda a=anonymiser: obfuscate.obscure(frame_gpu, a.regions(boxes, *frame_gpu.shape[:2]), a.hiding(), out=frame_gpu),
                lambda a=anonymiser: a.apply(frame, Faces.from_boxes(boxes)), 2 * 3 * face_px)
     yield ("colour BGR -> I420 (1080p)", lambda: colour.bgr_to_i420(frame_gpu),
            lambda: cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420), frame.nbytes * 3 // 2)
@@ -102,7 +95,7 @@ def main() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        sys.exit("benchmarks/kernels.py needs a CUDA GPU (and CuPy: pip install 'veil[gpu]')")
+        sys.exit("python -m benchmarks.kernels needs a CUDA GPU (and CuPy: pip install 'veil[gpu]')")
     bandwidth = copy_bandwidth()
     print(f"# Kernels on {torch.cuda.get_device_name()}: copy bandwidth {bandwidth / 1e6:.0f} GB/s\n")
     print("| kernel | GPU ms | floor ms | GPU / floor | CPU reference ms | CPU / GPU |")

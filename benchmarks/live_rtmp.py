@@ -1,8 +1,8 @@
 """Live RTMP loopback: capture-to-output latency, sustained fps per anonymiser, and
 memory over a long run.
 
-    python benchmarks/live_rtmp.py latency [--seconds 20]      # 1280x720 at 30 fps
-    python benchmarks/live_rtmp.py soak [--minutes 10]
+    python -m benchmarks.live_rtmp latency [--seconds 20]      # 1280x720 at 30 fps
+    python -m benchmarks.live_rtmp soak [--minutes 10]
 
 A real nginx-rtmp on 127.0.0.1 (``make servers``) carries both legs: this process
 publishes a clip of moving faces in a loop, in real time, with the wall clock burned
@@ -34,14 +34,14 @@ from pathlib import Path
 import av
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
+from veil.stream.anonymisers.classic import CLASSIC_MODES
+from veil.stream.jobs import run_live
+from veil.stream.jobs.live import open_live_sink, open_live_source
+from veil.stream.options import Options
+from veil.stream.pipeline import live_detector
 from veil.testing import timecode
-from veil.stream.anonymisers.classic import MODES
 from veil.testing.clips import make_example_clip
-from veil.stream.jobs import Options, live_detector, open_live_sink, open_live_source, run_live
-from tests.servers import RtmpServer, publish
+from veil.testing.servers import RtmpServer, publish
 
 WARM_UP_S = 3.0
 
@@ -89,7 +89,7 @@ def relay_command(source: str, target: str, mode: str | None) -> list[str]:
             "ffmpeg", "-v", "error", "-i", source, "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
             "-g", "60", "-c:a", "aac", "-f", "flv", target,
         ]  # fmt: skip
-    return [sys.executable, "-m", "veil.cli", "run", source, "-o", target, "--mode", mode]
+    return [sys.executable, "-m", "veil", "run", source, "-o", target, "--mode", mode]
 
 
 def measure(server: RtmpServer, mode: str | None, seconds: float) -> dict:
@@ -134,7 +134,7 @@ def camera_on_nginx():
             server.stop()
 
 
-def latency(seconds: float, modes=MODES) -> None:
+def latency(seconds: float, modes=CLASSIC_MODES) -> None:
     with camera_on_nginx() as server:
         rows = [measure(server, mode, seconds) for mode in (None, *modes)]
     print(f"RTMP loopback, 1280x720 at 30 fps, {seconds:g} s per row after {WARM_UP_S:g} s warm-up")

@@ -34,9 +34,9 @@ import cv2
 import numpy as np
 
 from veil.stream.anonymisers.classic import BLUR_CELLS, PIXELATE_CELLS, Anonymiser
-from veil.testing.clips import Actor, render_frames
 from veil.stream.detectors import make_detector
 from veil.stream.faces import iou_matrix
+from veil.testing.clips import Actor, render_frames
 from veil.testing.privacy import IndependentDetector, Recogniser, decoded_frames, load_identities
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """`veil camera` latency: capture to virtual camera, per anonymisation mode.
 
-    python benchmarks/vcam_latency.py [--seconds 10] [--size 1280x720] [--fps 30]
+    python -m benchmarks.vcam_latency [--seconds 10] [--size 1280x720] [--fps 30]
 
 A clip of moving faces (``veil.testing.clips``) is played at its own pace by a
 ``LiveSource`` (``realtime=True``), the stand-in for a webcam. As each frame leaves
@@ -29,16 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from veil.testing import timecode
-from veil.stream.anonymisers.classic import MODES, cover_whole_frame
-from veil.testing.clips import make_example_clip
+from veil.stream.anonymisers.classic import CLASSIC_MODES, cover_whole_frame
 from veil.stream.graph import Graph
-from veil.stream.jobs import Options, live_detector, run_live
 from veil.stream.io.live import LiveSource
 from veil.stream.io.vcam import VirtualCameraSink, parse_size
+from veil.stream.jobs import run_live
+from veil.stream.options import Options
+from veil.stream.pipeline import live_detector
+from veil.testing import timecode
+from veil.testing.clips import make_example_clip
 
 BACKEND = "veil-benchmark-recorder"
 CORNER = np.s_[: timecode.ROWS * timecode.CELL, : timecode.COLUMNS * timecode.CELL]
@@ -200,15 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length per run")
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated anonymisation modes")
+    parser.add_argument("--modes", default=",".join(CLASSIC_MODES), help="comma-separated anonymisation modes")
     args = parser.parse_args(argv)
     width, height = parse_size(args.size)
     modes = [m for m in args.modes.split(",") if m]
     if not modes:
         parser.error("--modes needs at least one mode")
     for mode in modes:
-        if mode not in MODES:
-            parser.error(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        if mode not in CLASSIC_MODES:
+            parser.error(f"unknown mode {mode!r}; choose from {', '.join(CLASSIC_MODES)}")
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:

@@ -2,13 +2,13 @@
 stamped with the wall clock (``veil.testing.timecode``), to a server on 127.0.0.1, and reads
 the stamp of every frame that comes back.
 
-    python benchmarks/webrtc_latency.py [--seconds 20] [--sizes 1280x720,640x360] [--mode blur]
+    python -m benchmarks.webrtc_latency [--seconds 20] [--sizes 1280x720,640x360] [--mode blur]
 
 Two servers, each in its own process (as a browser and ``veil serve`` would be):
 
 - echo: a bare aiortc peer that sends the decoded camera straight back (VP8 decode and
   encode, no anonymisation): the cost of WebRTC itself, the baseline;
-- veil: ``veil.stream.io.webrtc.serve``, the camera anonymised by the live graph.
+- veil: ``veil.commands.serve``, the camera anonymised by the live graph.
 
 The round trip runs from the moment a frame is handed to the client's encoder until
 the client has decoded it back (camera capture and display are not included). The
@@ -36,7 +36,6 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from veil.testing import timecode
 from veil.testing.clips import render_frames
@@ -45,8 +44,8 @@ from veil.testing.peers import LoopedClip
 WARMUP_S = 3.0
 SERVE = """
 import json, sys
-from veil.stream.jobs import Options
-from veil.stream.io.webrtc import serve
+from veil.stream.options import Options
+from veil.commands.serve import serve
 options = Options(mode=sys.argv[1], detector_options=json.loads(sys.argv[2]), progress=False)
 try:
     serve("127.0.0.1", 0, options, log=lambda line: print(line, flush=True))
