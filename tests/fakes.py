@@ -1,7 +1,9 @@
 """Small stand-ins the graph tests share."""
 
+from veil.stream.elements import Sink
 
-class ListSink:
+
+class ListSink(Sink):
     """A sink that keeps every frame written to it."""
 
     def __init__(self):

@@ -18,9 +18,9 @@ from veil.engines.export import export_onnx
 from veil.engines.generator import IN_CHANNELS, LATENT, Generator
 from veil.engines.runtime import BACKENDS, available, open_engine
 from veil.engines.tensorrt_backend import MAX_BATCH, default_shapes, import_tensorrt
+from veil.errors import InputError, MissingDependency
 from veil.stream.detectors import centerface, make_detector, yunet
 from veil.stream.detectors.passes import LIVE_EDGE_PAD, model_shapes
-from veil.errors import InputError, MissingDependency
 
 CROP = 128
 
@@ -174,7 +174,7 @@ def test_tensorrt_profiles_cover_every_batch_and_detector_size(generator_onnx):
 
 
 def veil(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "veil.cli", *args], check=False, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "veil", *args], check=False, capture_output=True, text=True, timeout=120)
 
 
 def test_veil_engines_lists_the_backends_and_the_cache():

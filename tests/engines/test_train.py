@@ -17,12 +17,11 @@ import pytest
 import skimage.data
 import torch
 
-from veil.engines import align
-
-from veil.engines import train
-from veil.engines.generator import IN_CHANNELS, LATENT
 from veil import cli
+from veil.engines import align, train
+from veil.engines.generator import IN_CHANNELS, LATENT
 from veil.errors import InputError
+from veil.stream.detectors import make_detector
 
 STEPS = ["--batch", "4", "--workers", "0", "--log-every", "1", "--sample-every", "1", "--device", "cpu"]
 LOSSES = ["d", *train.WEIGHTS]
@@ -55,8 +54,11 @@ def read_log(out: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+DETECTOR = make_detector("yunet")  # what `veil train` gives training
+
+
 def train_main(faces: Path, out: Path, steps: int, *extra: str) -> int:
-    return train.main([str(faces), "--out", str(out), "--steps", str(steps), *STEPS, *extra])
+    return train.main([str(faces), "--out", str(out), "--steps", str(steps), *STEPS, *extra], DETECTOR)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +156,7 @@ def test_a_photo_without_a_face_stays_out_of_the_training_index(faces, tmp_path)
     folder = tmp_path / "faces"
     shutil.copytree(faces, folder)
     write_photo(folder / "coffee.jpg", "coffee")
-    paths, landmarks = train.prepare_index(folder, tmp_path / "out", log=lambda *_: None)
+    paths, landmarks = train.prepare_index(folder, tmp_path / "out", DETECTOR, log=lambda *_: None)
     assert len(paths) == len(landmarks) == 8
     assert folder / "coffee.jpg" not in paths
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.kernels.devices import DEVICES, back, on
 from veil.kernels.colour import bgr_to_i420, bgr_to_nv12, bgr_to_yuv420_reference, i420_to_bgr, nv12_to_bgr, yuv420_to_bgr_reference
-from tests.kernel_devices import DEVICES, back, on
 
 # 2 x 2 blocks 25 x 19: not a multiple of the 16 x 16 thread block either way.
 HEIGHT, WIDTH = 38, 50

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.kernels.devices import DEVICES, back, on
 from veil.engines import align
 from veil.kernels.composite import composite, composite_reference, paste_rois
-from tests.kernel_devices import DEVICES, back, on
 
 HEIGHT, WIDTH = 61, 83  # not multiples of the 16 x 16 block
 # Over the values the blend changed, in grey levels: paste rounds the crop to uint8 and

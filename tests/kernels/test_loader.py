@@ -10,9 +10,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from tests.kernels.devices import DEVICES, back, on
 from veil.kernels import loader
 from veil.kernels.warp import warp, warp_reference
-from tests.kernel_devices import DEVICES, back, on
 
 ARCHITECTURES = ("sm_75", "sm_80", "sm_86", "sm_90")
 

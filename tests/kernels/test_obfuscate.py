@@ -8,10 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from veil.kernels.obfuscate import face_regions, obscure, obscure_reference
+from tests.kernels.devices import DEVICES, back, on
+from veil.kernels.obfuscate import obscure as obscure_regions
+from veil.kernels.obfuscate import obscure_reference as reference_of_regions
+from veil.kernels.regions import feathered_mask
 from veil.stream.anonymisers.classic import Anonymiser
 from veil.stream.faces import Faces
-from tests.kernel_devices import DEVICES, back, on
 
 # An odd-sized frame (not a multiple of the 16 x 16 block) and faces of several sizes:
 # two overlapping, two partly outside the frame, one tiny.
@@ -26,6 +28,15 @@ SETTINGS = [
 ]
 
 
+def obscure(frame, boxes, anonymiser, out=None):
+    """The kernels, given what the CPU anonymiser computes for these boxes."""
+    return obscure_regions(frame, anonymiser.regions(boxes, *frame.shape[:2]), anonymiser.hiding(), out=out)
+
+
+def obscure_reference(frame, boxes, anonymiser):
+    return reference_of_regions(frame, anonymiser.regions(boxes, *frame.shape[:2]), anonymiser.hiding())
+
+
 def noisy_frame(seed: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
@@ -33,8 +44,8 @@ def noisy_frame(seed: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarr
 def covered(anonymiser: Anonymiser, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """Where any face's mask is above zero."""
     union = np.zeros((height, width), bool)
-    for r in face_regions(boxes, anonymiser, height, width):
-        alpha = anonymiser._mask(r.left, r.top, r.right, r.bottom, r.cx, r.cy, r.half_w, r.half_h)[..., 0]
+    for r in anonymiser.regions(boxes, height, width):
+        alpha = feathered_mask(r, anonymiser.shape, anonymiser.feather)[..., 0]
         union[r.top : r.bottom, r.left : r.right] |= alpha > 0
     return union
 
@@ -75,9 +86,9 @@ def test_overlapping_faces_are_hidden_from_the_input_and_the_later_face_wins(dev
     alone_first = back(obscure(on(device, frame), first, anonymiser))
     alone_second = back(obscure(on(device, frame), second, anonymiser))
     in_first, in_second = covered(anonymiser, first, HEIGHT, WIDTH), covered(anonymiser, second, HEIGHT, WIDTH)
-    region = face_regions(second, anonymiser, HEIGHT, WIDTH)[0]
+    region = anonymiser.regions(second, HEIGHT, WIDTH)[0]
     full_second = np.zeros_like(in_second)
-    alpha = anonymiser._mask(region.left, region.top, region.right, region.bottom, region.cx, region.cy, region.half_w, region.half_h)
+    alpha = feathered_mask(region, anonymiser.shape, anonymiser.feather)
     full_second[region.top : region.bottom, region.left : region.right] = alpha[..., 0] == 1
     assert (in_first & full_second).sum() > 50, "the faces must overlap"
     # Where the second mask is full, its hidden pixels (from the input, not from the first

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.kernels.devices import DEVICES, back, on
 from veil.engines import align
 from veil.kernels.preprocess import detector_input, generator_input, preprocess, preprocess_reference
-from tests.kernel_devices import DEVICES, back, on
 
 HEIGHT, WIDTH = 61, 83  # not multiples of the 16 x 16 block
 

@@ -7,13 +7,14 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from veil.stream.anonymisers.classic import cover_whole_frame
-from veil.stream.stages.backfill import BackfillStage
+from tests.fakes import ListSink
 from veil.errors import StageError
+from veil.stream.anonymisers.classic import cover_whole_frame
+from veil.stream.elements import Stage
 from veil.stream.faces import Faces
 from veil.stream.frame import Frame
 from veil.stream.graph import Graph
-from tests.fakes import ListSink
+from veil.stream.stages.backfill import BackfillStage
 
 
 def frame(index, tracks=None):
@@ -53,7 +54,7 @@ def test_zero_frames_releases_each_frame_at_once():
     assert [f.index for f in stage.process(frame(0, track(0, [0, 0, 10, 10])))] == [0]
 
 
-class RaiseAt:
+class RaiseAt(Stage):
     name = "boom"
 
     def process(self, f):

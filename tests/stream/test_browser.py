@@ -22,13 +22,14 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import require
+from tests.known_faces import raw_faces
+from veil.commands.serve import camera_graphs
+from veil.stream.io.webrtc import WebRtcServer
+from veil.stream.options import Options
 from veil.testing import timecode
 from veil.testing.clips import render_frames
-from veil.stream.jobs import Options
 from veil.testing.privacy import IndependentDetector, leaked_faces
-from veil.stream.io.webrtc import WebRtcServer
-from tests.known_faces import raw_faces
-from tests.servers import require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -178,7 +179,7 @@ def test_the_page_sends_the_camera_and_shows_it_back_anonymised(clip, tmp_path):
     with WebRtcServer(
         "127.0.0.1",
         0,
-        options=options,
+        run_graph=camera_graphs(options),
         tap=tap,
         log=lambda *_: None,
     ) as server:

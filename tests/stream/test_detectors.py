@@ -12,13 +12,13 @@ import pytest
 import skimage.data
 
 from veil.engines.onnx_models import dequantize, load_session
+from veil.errors import InputError, MissingDependency
 from veil.stream.detectors import DETECTOR_NAMES, make_detector
 from veil.stream.detectors.centerface import runnable_model as centerface_model
 from veil.stream.detectors.yunet import MODEL_FILE
-from veil.errors import InputError, MissingDependency
 from veil.stream.faces import iou_matrix
 
-DLIB_FACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "annotated" / "dlib_faces"
+DLIB_FACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "annotated" / "dlib_faces"
 # The astronaut's face in skimage.data.astronaut(), drawn by hand (x1, y1, x2, y2).
 ASTRONAUT_FACE = np.array([180.0, 60.0, 270.0, 178.0])
 

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.known_faces import raw_faces
+from tests.veil.test_cli import assert_clean_input_error, veil
 from veil.testing.clips import make_example_clip, render_frames
 from veil.testing.privacy import decoded_frames, leaked_faces
-from tests.known_faces import raw_faces
-from tests.test_cli import assert_clean_input_error, veil
 
 
 def frames_and_times(path) -> tuple[list[np.ndarray], list[float]]:

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from veil.errors import InputError
+from veil.stream.anonymisers import stream_anonymiser
 from veil.stream.anonymisers.classic import cover_whole_frame
 from veil.stream.detectors import make_detector
-from veil.errors import InputError
 from veil.stream.faces import iou_matrix
 from veil.stream.frame import Frame
 from veil.stream.gpu import DeviceDetector, DeviceObscurer, DownloadStage, Transfers
 from veil.stream.graph import RunReport
-from veil.stream.jobs import Options, run_video, stream_anonymiser
+from veil.stream.jobs import run_video
+from veil.stream.options import Options
 from veil.testing.privacy import Recogniser, decoded_frames, video_leaks
 
 
@@ -43,7 +45,7 @@ def test_no_face_of_the_example_clip_is_found_again_on_the_device_path(example_c
 
 def test_synth_on_the_device_replaces_who_is_there_as_the_host_path_does(example_clip, tmp_path, yunet):
     """Synth keeps a face there, so the gate is the recogniser: the same bar as the host
-    path's test (tests/test_synth.py), and pixels close to the host path's."""
+    path's test (tests/stream/test_synth.py), and pixels close to the host path's."""
     clip, truth = example_clip
     on_device(clip, tmp_path / "device.mp4", yunet, mode="synth")
     run_video(clip, tmp_path / "host.mp4", Options(progress=False, mode="synth", secret="tests"), yunet, log=lambda *_: None)
@@ -99,15 +101,15 @@ def test_a_failed_frame_on_the_device_is_still_covered_whole():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (48, 64, 3), np.uint8)
     expected = cover_whole_frame(Frame(image, 0, 1, 0)).image
-    on_device_frame = Frame(torch.from_numpy(image.copy()), 0, 1, 0)
+    on_device_frame = Frame(torch.from_numpy(image.copy()), 0, 1, 0, place="device")
     np.testing.assert_array_equal(cover_whole_frame(on_device_frame).image, expected)
     i420 = DownloadStage(Transfers("cpu")).process(on_device_frame).image
     assert i420.shape == (72, 64)
-    assert np.abs(cover_whole_frame(Frame(i420, 0, 1, 0)).image.astype(int) - expected).mean() < 3
+    assert np.abs(cover_whole_frame(Frame(i420, 0, 1, 0, layout="i420")).image.astype(int) - expected).mean() < 3
 
 
 def test_modes_and_detectors_without_a_device_kernel_are_refused_up_front():
-    with pytest.raises(InputError, match="--mode solid has no GPU kernel"):
+    with pytest.raises(InputError, match="mode solid has no GPU kernel"):
         DeviceObscurer(Options(mode="solid").anonymiser())
     with pytest.raises(InputError, match="detects with yunet"):
         DeviceDetector(make_detector("centerface"), Transfers("cpu"))

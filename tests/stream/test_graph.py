@@ -9,10 +9,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from tests.fakes import ListSink
 from veil.errors import StageError
+from veil.stream.elements import Stage
 from veil.stream.frame import Frame
 from veil.stream.graph import Graph
-from tests.fakes import ListSink
 
 
 def frames(count: int):
@@ -20,14 +21,14 @@ def frames(count: int):
         yield Frame(image=np.full((4, 4, 3), i % 256, np.uint8), pts=i * 10, time_base=Fraction(1, 250), index=i)
 
 
-class AddOne:
+class AddOne(Stage):
     name = "add"
 
     def process(self, frame):
         return frame.replace(image=frame.image + 1)
 
 
-class RaiseAt:
+class RaiseAt(Stage):
     name = "boom"
 
     def __init__(self, index):
@@ -68,7 +69,7 @@ def test_a_raising_stage_covers_its_frame_and_fails_the_run():
 def test_a_stage_that_hangs_stops_the_graph_without_hanging():
     release = threading.Event()
 
-    class Hang:
+    class Hang(Stage):
         name = "hang"
 
         def process(self, frame):
@@ -135,7 +136,7 @@ def test_per_stage_latency_is_collected():
 
 
 def test_a_holding_stage_that_fails_to_flush_stops_the_graph_without_hanging():
-    class BadFlush:
+    class BadFlush(Stage):
         name = "hold"
 
         def process(self, frame):

@@ -15,13 +15,15 @@ import av
 import numpy as np
 import pytest
 
-from veil.testing import timecode
 from veil.stream.anonymisers.classic import cover_whole_frame
+from veil.stream.elements import Sink, Stage
 from veil.stream.frame import Frame
 from veil.stream.graph import Graph
-from veil.stream.jobs import Options, run_live
 from veil.stream.io.live import CLOCK, CoverGaps, FrameSlot, LiveSource, SourceLost
+from veil.stream.jobs import run_live
+from veil.stream.options import Options
 from veil.stream.stats import RESERVOIR, LatencyLog
+from veil.testing import timecode
 
 
 def frame(index: int, audio=(), value: int = 0) -> Frame:
@@ -69,7 +71,7 @@ def test_while_the_source_is_lost_the_last_picture_is_sent_covered_with_rising_t
     assert [f.index for f in [first, *gap, back]] == [0, 1, 2, 3, 4]
 
 
-class RecordingSink:
+class RecordingSink(Sink):
     """Notes when each frame was written, its capture time and its audio; keeps no
     pictures, so it holds no memory of its own."""
 
@@ -151,7 +153,7 @@ def test_stopping_a_live_run_with_sigterm_finishes_the_recording(example_clip, t
     out = tmp_path / "live.mkv"
     # A live run from a file plays it in real time; stop it part way through.
     process = subprocess.Popen(
-        [sys.executable, "-m", "veil.cli", "run", str(clip), "--live", "-o", str(out)],
+        [sys.executable, "-m", "veil", "run", str(clip), "--live", "-o", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -193,7 +195,7 @@ def test_a_capped_graph_takes_the_next_frame_only_after_one_has_left():
             pulled.append(time.monotonic())
             yield frame(i)
 
-    class Slow:
+    class Slow(Stage):
         name = "slow"
 
         def process(self, f):
@@ -208,9 +210,9 @@ def test_a_capped_graph_takes_the_next_frame_only_after_one_has_left():
 
 
 def test_verbose_live_runs_report_latency_and_drops_while_running(example_clip, yunet, monkeypatch):
-    import veil.stream.jobs
+    import veil.stream.jobs.live
 
-    monkeypatch.setattr(veil.stream.jobs, "LIVE_REPORT_EVERY_S", 0.5)
+    monkeypatch.setattr(veil.stream.jobs.live, "LIVE_REPORT_EVERY_S", 0.5)
     clip, _ = example_clip
     source = LiveSource(str(clip), realtime=True)
     lines: list[str] = []

@@ -8,17 +8,19 @@ enough (the example clip) or on a sample of large real frames."""
 
 from __future__ import annotations
 
-import av
 import cv2
 import numpy as np
 import pytest
 
-from veil.stream.anonymisers.classic import ALL_MODES, MODES
-from veil.testing.clips import Actor, make_example_clip
-from veil.stream.jobs import Options, file_detector, run_video
-from veil.testing.privacy import Recogniser, decoded_frames, leaked_faces, load_identities, reidentification, video_leaks
 from tests.conftest import shared_data
 from tests.known_faces import judged_faces, raw_faces
+from veil.stream.anonymisers import MODES
+from veil.stream.anonymisers.classic import CLASSIC_MODES
+from veil.stream.jobs import run_video
+from veil.stream.options import Options
+from veil.stream.pipeline import file_detector
+from veil.testing.clips import Actor, make_example_clip
+from veil.testing.privacy import Recogniser, decoded_frames, leaked_faces, load_identities, reidentification, video_leaks
 
 
 def anonymise(clip, out, **options):
@@ -51,9 +53,9 @@ def every_frame_leaks(clip, out, truth, gate, gate_faces) -> tuple[list, list]:
 # blur also without backfill and with detection on every 3rd frame: the settings where a
 # face is covered by the detector's edge margin or by the tracker's prediction alone.
 # Synth keeps a face where a face was (the gate's detectors find it by design): its judge is
-# the recogniser, on every frame (tests/test_synth.py); here, the every-frame check.
+# the recogniser, on every frame (tests/stream/test_synth.py); here, the every-frame check.
 SETTINGS = [
-    *({"mode": mode} for mode in ALL_MODES),
+    *({"mode": mode} for mode in MODES),
     {"mode": "blur", "backfill_s": 0.0},
     {"mode": "pixelate", "detect_every": 3},
 ]
@@ -75,7 +77,7 @@ def test_no_face_of_the_example_clip_is_left_or_found_again_on_any_frame(example
 POP_IN = (Actor("astronaut", 1.0, (0.35, 0.2), (0.4, 0.25), 1.0, 3.0),)
 
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_a_face_that_appears_is_masked_from_its_first_frame_without_backfill(tmp_path, mode):
     clip = tmp_path / "pop_in.mp4"
     truth = make_example_clip(clip, width=640, height=360, seconds=2.0, cast=POP_IN, audio=False)
@@ -119,7 +121,7 @@ REAL_CLIPS = [
     *(pytest.param(name, mode, marks=pytest.mark.slow) for name in ("crowd_arcade_1080p.mp4", "fisheye_two_people_2560x1920.mp4")
       for mode in ("pixelate", "solid", "synth")),
     *(pytest.param(name, mode, marks=pytest.mark.slow)
-      for name in ("selfie_portrait_1080x608.mp4", "talking_head_d10.mp4", "crowd_overhead_mot20.mp4") for mode in ALL_MODES),
+      for name in ("selfie_portrait_1080x608.mp4", "talking_head_d10.mp4", "crowd_overhead_mot20.mp4") for mode in MODES),
 ]
 _REFERENCE_FACES: dict[str, list] = {}
 
@@ -147,7 +149,7 @@ def test_no_face_of_a_real_clip_is_left_or_found_again(name, mode, tmp_path, gat
     assert sum(map(len, boxes)) > 0
     assert raw == [], f"faces left as they were: {raw[:5]}"
     if mode == "synth":
-        return  # a generated face is a face: the gate's detectors find it by design (tests/test_synth.py judges synth)
+        return  # a generated face is a face: the gate's detectors find it by design (tests/stream/test_synth.py judges synth)
     # About 15 frames judged by the gate per clip: its detectors are slow on big frames.
     found, leaked, frames = video_leaks(clip, out, gate, every=max(3, len(boxes) // 15))
     assert found > 0
@@ -190,7 +192,7 @@ def test_the_recogniser_knows_the_shipped_faces_across_sizes_and_tells_them_apar
     assert min(other) > Recogniser.THRESHOLD, np.round(sorted(other), 2)
 
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_no_shipped_face_is_recognised_after_anonymisation(shipped_faces, recogniser, yunet, mode):
     """Runs without ../shared: each anonymised face against its own original and against the
     same person's other sizes (dlib at its 0.6 threshold, the input's box)."""
@@ -230,7 +232,7 @@ def test_the_recogniser_names_people_in_the_original_photos(identities, recognis
     assert rates["rank1"] > 0.7 and rates["match"] > 0.6, rates
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", CLASSIC_MODES)
 def test_after_anonymisation_recognition_falls_to_chance(identities, recogniser, yunet, mode):
     anonymiser = Options(mode=mode).anonymiser()
     rates = reidentification(identities, lambda image: anonymiser.apply(image, yunet.detect(image)), recogniser)

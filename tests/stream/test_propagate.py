@@ -11,14 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.stream.test_synth import SECRET, face_interior, outside_blend_region, photo, with_tracks
 from veil.engines import align
 from veil.engines.batching import BatchingEngine
 from veil.errors import InputError
-from veil.stream.faces import Faces
-from veil.stream.jobs import Options, stream_anonymiser
+from veil.stream.anonymisers import stream_anonymiser
 from veil.stream.anonymisers.propagate import DIS_PRESET, FLOW_LIMIT, NOSE_SHIFT, PropagatingSynth
 from veil.stream.anonymisers.synth import SynthAnonymiser, warp_crop
-from tests.test_synth import SECRET, face_interior, outside_blend_region, photo, with_tracks
+from veil.stream.faces import Faces
+from veil.stream.options import Options
 
 
 class TextureEngine:
@@ -348,8 +349,8 @@ def test_between_keyframes_the_hidden_face_reaches_the_output_only_as_a_bounded_
     the generator never sees those pixels) or is exactly the keyframe's generated face
     moved by a flow of at most FLOW_MAX crop pixels anywhere and FLOW_LIMIT on average;
     and nothing outside the face changes."""
+    from tests.stream.test_synth import deep_inside_face_mask
     from veil.stream.anonymisers.propagate import FLOW_MAX, displacement
-    from tests.test_synth import deep_inside_face_mask
 
     synth = SynthAnonymiser(TextureEngine(), secret=SECRET)
     image, faces = moved(*face, dx=3, dy=1)

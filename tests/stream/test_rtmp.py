@@ -15,17 +15,20 @@ import av
 import numpy as np
 import pytest
 
+from tests.conftest import require
+from tests.known_faces import raw_faces
+from veil.errors import InputError
+from veil.stream.jobs import run
+from veil.stream.options import Options
 from veil.testing import timecode
 from veil.testing.clips import make_example_clip
-from veil.errors import InputError
-from veil.stream.jobs import Options, run
 from veil.testing.privacy import decoded_frames, leaked_faces
-from tests.known_faces import raw_faces
-from tests.servers import Player, RtmpServer, free_port, publish
+from veil.testing.servers import NGINX_RTMP, Player, RtmpServer, free_port, nginx_rtmp_installed, publish
 
 
 @pytest.fixture
 def rtmp(tmp_path):
+    require(NGINX_RTMP, nginx_rtmp_installed())
     server = RtmpServer(tmp_path)
     yield server
     server.stop()
@@ -152,7 +155,7 @@ def test_a_malformed_stream_is_a_clear_error_not_a_crash(tmp_path):
 
     threading.Thread(target=send_garbage, daemon=True).start()
     result = subprocess.run(
-        [sys.executable, "-m", "veil.cli", "run", f"tcp://127.0.0.1:{port}", "-o", str(tmp_path / "out.mkv")],
+        [sys.executable, "-m", "veil", "run", f"tcp://127.0.0.1:{port}", "-o", str(tmp_path / "out.mkv")],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     listener.close()

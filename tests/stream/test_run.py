@@ -13,16 +13,17 @@ import cv2
 import numpy as np
 import pytest
 
-from veil.stream.detectors import make_detector
-from veil.errors import StageError
-from veil.stream.faces import Faces
-from veil.stream.jobs import Options, run_video
-from veil.testing.privacy import decoded_frames
 from tests.conftest import raw_h264
+from veil.errors import StageError
+from veil.stream.detectors import make_detector
+from veil.stream.faces import Faces
+from veil.stream.jobs import run_video
+from veil.stream.options import Options
+from veil.testing.privacy import decoded_frames
 
 
 def veil(*args):
-    return subprocess.run([sys.executable, "-m", "veil.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "veil", *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 def frame_count(path) -> int:
@@ -135,7 +136,7 @@ def test_sigterm_stops_the_run_cleanly_and_keeps_a_playable_partial_file(tmp_pat
 
     clip, out = tmp_path / "long.mp4", tmp_path / "out.mp4"
     make_example_clip(clip, width=1280, height=720, seconds=12, audio=False)
-    run = subprocess.Popen([sys.executable, "-m", "veil.cli", "run", clip, "-o", out, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen([sys.executable, "-m", "veil", "run", clip, "-o", out, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / "out.partial.mp4"
     deadline = time.monotonic() + 60
     while not (partial.exists() and partial.stat().st_size > 100_000) and time.monotonic() < deadline:
@@ -153,7 +154,7 @@ def test_sigterm_stops_the_run_cleanly_and_keeps_a_playable_partial_file(tmp_pat
 
 
 def test_an_audit_log_on_a_full_disk_is_one_line_and_no_output_is_left(example_clip, tmp_path):
-    from tests.test_cli import assert_clean_input_error
+    from tests.veil.test_cli import assert_clean_input_error
 
     clip, _ = example_clip
     result = veil("run", clip, "-o", tmp_path / "out.mp4", "--audit", "/dev/full", "-q")
@@ -185,11 +186,11 @@ def test_the_audit_of_a_failed_run_is_partial_beside_the_partial_video(example_c
 
 def test_a_failed_stage_is_exit_1_and_every_frame_of_the_partial_file_is_anonymised(example_clip, tmp_path, monkeypatch, capsys):
     import veil.cli
-    import veil.stream.jobs
+    import veil.stream.pipeline
     from tests.known_faces import raw_faces
 
     clip, truth = example_clip
-    monkeypatch.setattr(veil.stream.jobs, "make_detector", lambda *args, **kwargs: FailsOnFrame(30))
+    monkeypatch.setattr(veil.stream.pipeline, "make_detector", lambda *args, **kwargs: FailsOnFrame(30))
     code = veil.cli.main(["run", str(clip), "-o", str(tmp_path / "out.mp4"), "-q"])
     err = capsys.readouterr().err
     assert code == 1, err

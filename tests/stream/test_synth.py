@@ -18,22 +18,21 @@ import numpy as np
 import pytest
 import skimage.data
 
-from veil.engines import align
+from tests.conftest import shared_data
+from tests.fakes import ListSink
+from veil.engines import GENERATOR_WEIGHTS, align
 from veil.engines.batching import BatchingEngine
 from veil.engines.generator import LATENT
 from veil.engines.runtime import open_engine
 from veil.engines.tensorrt_backend import MAX_BATCH
-from veil.stream.anonymisers.classic import Anonymiser, cover_whole_frame
 from veil.errors import InputError, StageError
+from veil.stream.anonymisers.classic import Anonymiser, cover_whole_frame
+from veil.stream.anonymisers.synth import MIN_FACE_PX, SynthAnonymiser, covers_box, latent_code
 from veil.stream.faces import Faces, iou_matrix
 from veil.stream.frame import Frame
 from veil.stream.graph import Graph
-from veil.testing.privacy import Recogniser, decoded_frames, load_identities
 from veil.stream.stages import AnonymiseStage
-from veil.engines import GENERATOR_WEIGHTS
-from veil.stream.anonymisers.synth import MIN_FACE_PX, SynthAnonymiser, covers_box, latent_code
-from tests.conftest import shared_data
-from tests.fakes import ListSink
+from veil.testing.privacy import Recogniser, decoded_frames, load_identities
 
 SECRET = b"veil-tests"
 
@@ -434,7 +433,7 @@ def test_veil_run_synth_hides_who_is_there_but_keeps_a_face_there(example_clip, 
     clip, truth = example_clip
     out = tmp_path / "synth.mp4"
     result = subprocess.run(
-        [sys.executable, "-m", "veil.cli", "run", str(clip), "-o", str(out), "--mode", "synth", "--secret", "tests", "-q"],
+        [sys.executable, "-m", "veil", "run", str(clip), "-o", str(out), "--mode", "synth", "--secret", "tests", "-q"],
         check=False,
         capture_output=True,
         text=True,

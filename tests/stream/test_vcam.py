@@ -10,16 +10,20 @@ import time
 import numpy as np
 import pytest
 
-import veil.stream.jobs
-from veil.testing import timecode
-from veil.stream.io import vcam
-from veil.errors import InputError, MissingDependency, OutputError
-from veil.stream.frame import Frame
-from veil.stream.jobs import Options, run_live
-from veil.stream.io.live import CLOCK, LiveSource
-from veil.testing.privacy import leaked_faces
-from veil.stream.io.vcam import VirtualCameraSink, install_hint, run_camera
+import veil.commands.camera
+import veil.stream.jobs.live
 from tests.known_faces import raw_faces
+from veil.commands.camera import run_camera
+from veil.errors import InputError, MissingDependency, OutputError
+from veil.stream.elements import Source
+from veil.stream.frame import Frame
+from veil.stream.io import vcam
+from veil.stream.io.live import CLOCK, LiveSource
+from veil.stream.io.vcam import VirtualCameraSink, install_hint
+from veil.stream.jobs import run_live
+from veil.stream.options import Options
+from veil.testing import timecode
+from veil.testing.privacy import leaked_faces
 
 pyvirtualcam = pytest.importorskip("pyvirtualcam", reason="pyvirtualcam is not installed: pip install 'veil[vcam]'")
 
@@ -89,9 +93,11 @@ def quiet(*_):
     pass
 
 
-class Stamped:
+class Stamped(Source):
     """A live source whose frames carry their number in the timecode corner and a red
     patch beside it; keeps each input picture to compare with what came out."""
+
+    live = True
 
     def __init__(self, source: LiveSource):
         self.source, self.rate = source, source.rate
@@ -201,7 +207,7 @@ def test_a_frame_of_another_size_is_scaled_into_the_camera_with_black_bars():
 def test_a_frame_that_is_not_bgr_uint8_is_an_output_error():
     sink = VirtualCameraSink(64, 48, 30, camera=Recorder())
     with pytest.raises(OutputError, match="HxWx3 uint8"):
-        sink.write(frame_of(np.zeros((48, 64), np.uint8)))
+        sink.write(Frame(image=np.zeros((72, 64), np.uint8), pts=0, time_base=CLOCK, index=0, layout="i420"))
     with pytest.raises(OutputError, match="HxWx3 uint8"):
         sink.write(frame_of(np.zeros((48, 64, 3), np.float32)))
 
@@ -289,8 +295,8 @@ def not_reached(*args, **kwargs):
 
 
 def test_no_virtual_camera_fails_before_the_webcam_or_the_model(monkeypatch):
-    monkeypatch.setattr(veil.stream.jobs, "LiveSource", not_reached)
-    monkeypatch.setattr(vcam, "live_detector", not_reached)
+    monkeypatch.setattr(veil.stream.jobs.live, "LiveSource", not_reached)
+    monkeypatch.setattr(veil.commands.camera, "live_detector", not_reached)
     with pytest.raises(OutputError, match="no virtual camera"):
         run_camera(
             "/dev/video0", None, Options(progress=False),
@@ -334,7 +340,7 @@ def test_run_camera_writes_the_webcam_into_the_camera_it_probed_and_closes_both(
             self.closes += 1
             super().close()
 
-    monkeypatch.setattr(veil.stream.jobs, "LiveSource", ClipAsWebcam)
+    monkeypatch.setattr(veil.stream.jobs.live, "LiveSource", ClipAsWebcam)
     recorder, lines = Recorder(), []
     report = run_camera(
         "/dev/video0",

@@ -10,12 +10,12 @@ import av
 import numpy as np
 import pytest
 
+from tests.conftest import lossless_clip, shared_data
 from veil.stream.anonymisers.classic import cover_whole_frame
-from veil.testing.clips import make_example_clip
 from veil.stream.graph import Graph
 from veil.stream.io.sink import VideoFileSink
 from veil.stream.io.source import VideoSource
-from tests.conftest import lossless_clip, shared_data
+from veil.testing.clips import make_example_clip
 
 
 def copy_through_graph(src, dst):

@@ -22,16 +22,17 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from veil.testing import timecode
-from veil.testing.clips import render_frames
+from tests.known_faces import raw_faces
+from veil.commands.serve import camera_graphs
 from veil.errors import OutputError
 from veil.stream.frame import Frame
-from veil.stream.jobs import Options
 from veil.stream.io.live import CLOCK
-from veil.testing.privacy import leaked_faces
 from veil.stream.io.webrtc import WebRtcServer, WebRtcSink, parse_url
-from tests.known_faces import raw_faces
+from veil.stream.options import Options
+from veil.testing import timecode
+from veil.testing.clips import render_frames
 from veil.testing.peers import LoopedClip
+from veil.testing.privacy import leaked_faces
 
 FPS = 25
 TIMEOUT_S = 20.0
@@ -49,7 +50,7 @@ def clip() -> list[np.ndarray]:
 @pytest.fixture
 def server(live_yunet):
     options = Options(progress=False)
-    with WebRtcServer("127.0.0.1", 0, options=options, detector=live_yunet, log=lambda *_: None) as running:
+    with WebRtcServer("127.0.0.1", 0, run_graph=camera_graphs(options, live_yunet), log=lambda *_: None) as running:
         yield running
 
 
@@ -210,8 +211,7 @@ def test_a_failing_graph_covers_the_frame_and_hangs_up(clip, gate, live_yunet):
     with WebRtcServer(
         "127.0.0.1",
         0,
-        options=Options(progress=False),
-        detector=FailsAfter(live_yunet, frames=15),
+        run_graph=camera_graphs(Options(progress=False), FailsAfter(live_yunet, frames=15)),
         tap=tap,
         log=lines.append,
     ) as server:

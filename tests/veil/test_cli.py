@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from veil.testing.privacy import decoded_frames, leaked_faces
 from tests.conftest import lossless_clip, raw_h264
+from veil.testing.privacy import decoded_frames, leaked_faces
 
 
 def veil(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "veil.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "veil", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def assert_clean_input_error(result, message: str):
@@ -144,7 +144,7 @@ def test_a_write_failure_mid_run_is_a_one_line_output_error(example_clip, tmp_pa
         resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
 
     result = subprocess.run(
-        [sys.executable, "-m", "veil.cli", "run", str(clip), "-o", str(tmp_path / "out.mp4"), "-q"],
+        [sys.executable, "-m", "veil", "run", str(clip), "-o", str(tmp_path / "out.mp4"), "-q"],
         capture_output=True, text=True, timeout=300, preexec_fn=small_file_limit,
     )
     assert_clean_input_error(result, "File too large")
@@ -221,7 +221,7 @@ def test_a_second_run_on_the_same_output_fails_at_once_and_the_first_finishes_in
 
     clip, out = tmp_path / "long.mp4", tmp_path / "out.mp4"
     truth = make_example_clip(clip, width=1280, height=720, seconds=8, audio=False)
-    first = subprocess.Popen([sys.executable, "-m", "veil.cli", "run", str(clip), "-o", str(out), "-q"],
+    first = subprocess.Popen([sys.executable, "-m", "veil", "run", str(clip), "-o", str(out), "-q"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     partial = tmp_path / "out.partial.mp4"
     deadline = time.monotonic() + 60

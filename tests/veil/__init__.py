@@ -1,0 +1,1 @@
+"""Tests of the veil package itself: its API, CLI, layers and wheel."""
