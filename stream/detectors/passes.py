@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import onnx
 
-from veil.engines.engine import graph_inputs
+from veil.engines.batching import BatchingEngine
+from veil.engines.engine import MAX_BATCH, graph_inputs
 from veil.engines.runtime import open_engine
 from veil.errors import InputError
 from veil.stream.faces import Faces, iou_matrix
@@ -120,12 +121,12 @@ def _padded(length: float) -> int:
     return -(-round(length) // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
-def model_shapes(input_size: int | None, tiles: bool, edge_pad: float) -> tuple[tuple[int, ...], ...]:
-    """(min, opt, max) 1x3xHxW that a detector's passes give its model: what TensorRT builds for."""
+def model_shapes(input_size: int | None, tiles: bool, edge_pad: float, batch: int = 1) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) Bx3xHxW that a detector's passes give its model: what TensorRT builds for."""
     longest = NATIVE_MAX if input_size is None else max(input_size, TILE_SIZE if tiles else 0)
     longest = _padded(longest * (1 + 2 * edge_pad))
     optimum = min(_padded(input_size or 1920), longest)
-    return (1, 3, PAD_MULTIPLE, PAD_MULTIPLE), (1, 3, optimum, optimum), (1, 3, longest, longest)
+    return (1, 3, PAD_MULTIPLE, PAD_MULTIPLE), (1, 3, optimum, optimum), (batch, 3, longest, longest)
 
 
 def pass_sizes(input_size: int | None, height: int, width: int) -> list[tuple[int, int]]:
@@ -162,10 +163,14 @@ class ScaledDetector:
     nms_threshold: IoU above which two boxes are taken to be one face.
     backend, device, intra_op_threads: which engine runs the model where (veil.engines.runtime),
       and with how many CPU threads.
+    batch_wait_s: share the model between threads (the cameras of ``veil cameras``): passes
+      of the same size asked for at about the same time run as one batch, the first waiting
+      at most this long for the others (veil.engines.batching). None: every pass alone.
     """
 
     INPUT_SIZE: int  # each model's own defaults, measured for it (see its class)
     SCORE_THRESHOLD: float
+    OUTPUT_BATCH_AXIS = 0  # where the model's outputs stack a batch's images
 
     @staticmethod
     def model() -> onnx.ModelProto:
@@ -174,7 +179,7 @@ class ScaledDetector:
 
     def __init__(self, input_size: int | None | str = "own", tiles: bool = False, score_threshold: float | None = None,
                  nms_threshold: float = 0.3, backend: str = "onnxruntime", device: str = "cpu",
-                 intra_op_threads: int | None = None, edge_pad: float = 0.0):
+                 intra_op_threads: int | None = None, edge_pad: float = 0.0, batch_wait_s: float | None = None):
         input_size = self.INPUT_SIZE if input_size == "own" else input_size
         score_threshold = self.SCORE_THRESHOLD if score_threshold is None else score_threshold
         model = self.model()
@@ -192,8 +197,11 @@ class ScaledDetector:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.input_name = graph_inputs(model)[0].name
+        batch = 1 if batch_wait_s is None else MAX_BATCH
         self.engine = open_engine(model, backend, device, intra_op_threads=intra_op_threads,
-                                  shapes={self.input_name: model_shapes(input_size, tiles, edge_pad)})
+                                  shapes={self.input_name: model_shapes(input_size, tiles, edge_pad, batch)})
+        if batch_wait_s is not None:
+            self.engine = BatchingEngine(self.engine, wait_s=batch_wait_s, output_axis=self.OUTPUT_BATCH_AXIS)
         self.output_names = self.engine.output_names
 
     def detect_native(self, image: np.ndarray) -> Faces:

