@@ -126,6 +126,15 @@ ELEMENTS: dict[str, dict[str, Property]] = {
     **{mode: _HIDE for mode in MODES if mode != "synth"},
     "synth": _SYNTH,
 }
+# What one camera of a site file may change in the site's pipeline: the element of this
+# role itself (None) or one of its properties.
+OVERRIDES = {
+    "detector": ("detector", None), "mode": ("anonymiser", None),
+    "size": ("detector", "size"), "threshold": ("detector", "threshold"), "tiles": ("detector", "tiles"),
+    "coast": ("track", "coast"),
+    "strength": ("anonymiser", "strength"), "margin": ("anonymiser", "margin"), "shape": ("anonymiser", "shape"),
+    "keyframe-every": ("anonymiser", "keyframe-every"),
+}  # fmt: skip
 POSITIONAL = {"backfill": "seconds", "audit": "path"}  # the element whose one value needs no name
 ORDER = ("detector", "track", "backfill", "audit", "anonymiser")  # where each element may stand
 
@@ -189,16 +198,16 @@ class Description:
     def load(cls, path) -> Description:
         """A TOML file: ``source``/``sink`` (a URL, or a table with ``url`` and properties)
         and ``[[element]]`` tables (``name`` and properties)."""
-        try:
-            with open(path, "rb") as file:
-                document = tomllib.load(file)
-        except OSError as error:
-            raise InputError(f"cannot read pipeline file {path}: {error.strerror}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise InputError(f"cannot read pipeline file {path}: {error}") from None
+        document = read_toml(path, "pipeline file")
         unknown = set(document) - {"source", "sink", "element"}
         if unknown:
             raise InputError(f"unknown key {sorted(unknown)[0]!r} in {path}; valid keys: source, sink, element")
+        return cls.from_tables(document, path)
+
+    @classmethod
+    def from_tables(cls, document: dict, where) -> Description:
+        """The description that a TOML document's ``source``, ``sink`` and ``element`` give
+        (a site file holds them too, beside its cameras)."""
         description = cls(elements=[])
         for end, specs in (("source", _SOURCE), ("sink", _SINK)):
             value = document.get(end)
@@ -213,10 +222,31 @@ class Description:
             table = dict(table)
             name = table.pop("name", None)
             if name not in ELEMENTS:
-                raise InputError(f"unknown element {name!r} in {path}; valid elements: {', '.join(ELEMENTS)}")
+                raise InputError(f"unknown element {name!r} in {where}; valid elements: {', '.join(ELEMENTS)}")
             description.elements.append(Element(name, _raw([f"{k}={_toml_text(v)}" for k, v in table.items()], name, ELEMENTS[name])))
         description.check()
         return description
+
+    def overridden(self, changes: dict, where: str) -> Description:
+        """A copy with the ``OVERRIDES`` in ``changes`` made: ``{"mode": "pixelate", "size":
+        640}`` swaps the anonymiser (keeping the properties the new one has) and sets the
+        detector's size."""
+        elements = [Element(element.name, dict(element.properties)) for element in self.elements]
+        roles = [_role(element.name) for element in elements]
+        for key, value in sorted(changes.items(), key=lambda item: OVERRIDES[item[0]][1] is not None):
+            role, name = OVERRIDES[key]
+            index = roles.index(role)
+            element = elements[index]
+            if name is None:
+                choices = DETECTOR_NAMES if role == "detector" else MODES
+                if value not in choices:
+                    raise InputError(f"{where}: {key} {value!r}: expected one of {', '.join(choices)}")
+                elements[index] = Element(value, {k: v for k, v in element.properties.items() if k in ELEMENTS[value]})
+            else:
+                element.properties.update(_raw([f"{name}={_toml_text(value)}"], f"{where} ({element.name})", ELEMENTS[element.name]))
+        changed = Description(elements, self.source, self.sink, dict(self.source_properties), dict(self.sink_properties))
+        changed.check()
+        return changed
 
     def check(self) -> None:
         """The order a graph needs: a detector, ``track``, then ``backfill`` and ``audit`` at
@@ -295,6 +325,17 @@ class Description:
             source_properties = {"live": True, **source_properties}
         sink_properties = {} if options.target_delay_s is None else {"target-delay": options.target_delay_s}
         return cls(elements, source, sink, source_properties, sink_properties)
+
+
+def read_toml(path, what: str) -> dict:
+    """A TOML file's tables, or an InputError that names the file and the fault."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except OSError as error:
+        raise InputError(f"cannot read {what} {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"cannot read {what} {path}: {error}") from None
 
 
 def _is_end(word: str) -> bool:

@@ -51,6 +51,13 @@ class Options:
         if self.detector_options.get("input_size") is not None:
             LIMITS["detect_size"].check(self.detector_options["input_size"])
 
+    def share_anonymiser(self, shared: dict) -> None:
+        """Take the anonymiser of an earlier run with the same hiding settings from ``shared``
+        (or leave this one's there): the cameras of one process then fill one generator batch."""
+        key = (self.mode, self.strength, self.margin, self.shape, self.keyframe_every, self.secret, self.backend,
+               self.device, self.live)
+        self._anonymiser = shared.setdefault(key, self.anonymiser())
+
     def anonymiser(self):
         """The run's one anonymiser (stateless, shared by its graphs); a bad mode fails here."""
         if self._anonymiser is None:

@@ -38,13 +38,14 @@ def file_detector(options: Options) -> Detector:
     return make_detector(options.detector, **{**defaults, **options.detector_options})
 
 
-def live_detector(options: Options) -> Detector:
+def live_detector(options: Options, **extra) -> Detector:
     """The detector for live runs. It looks past the frame edges (see ``edge_pad``), and
     ONNX Runtime gets half the cores: its spinning thread pool can starve the decoders
     and encoders beside it (see benchmarks/LIVE.md for what was and was not measured).
-    Threads change the speed only, never what is found."""
+    Threads change the speed only, never what is found. ``extra``: the detector's settings
+    that a description does not hold (``batch_wait_s`` for the cameras of one process)."""
     defaults = {"edge_pad": LIVE_EDGE_PAD, "intra_op_threads": max(1, available_cores() // 2)}
-    return make_detector(options.detector, **{**defaults, **options.detector_options})
+    return make_detector(options.detector, **{**defaults, **options.detector_options, **extra})
 
 
 def build_stages(options: Options, detector: Detector, fps: float, *, live: bool = False, i420: bool = True,

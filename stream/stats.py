@@ -21,6 +21,7 @@ class LatencyLog:
     def __init__(self):
         self._samples: dict[str, list[float]] = {}
         self._calls: dict[str, int] = {}
+        self._totals: dict[str, float] = {}
         self._lock = threading.Lock()
         self._random = random.Random(0)
 
@@ -28,6 +29,7 @@ class LatencyLog:
         with self._lock:
             samples = self._samples.setdefault(name, [])
             calls = self._calls[name] = self._calls.get(name, 0) + 1
+            self._totals[name] = self._totals.get(name, 0.0) + seconds
             if len(samples) < RESERVOIR:
                 samples.append(seconds)
             else:
@@ -44,6 +46,11 @@ class LatencyLog:
             for name, calls, v in items
             if len(v)
         }
+
+    def total_s(self, name: str) -> float:
+        """Seconds all of a stage's calls took together (a Prometheus summary's sum)."""
+        with self._lock:
+            return self._totals.get(name, 0.0)
 
     def table(self) -> str:
         rows = [f"{'stage':<12} {'calls':>7} {'p50 ms':>8} {'p99 ms':>8}"]

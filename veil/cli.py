@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backfill", type=_number("backfill_s"), default=0.2, metavar="S", help="also mask a new face in the S seconds before its first detection (files only; delays output by S)")
     run.add_argument("--audit", metavar="FILE", help="write one JSON line per frame with every face box")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--ray", metavar="ADDRESS", help="a folder: spread its files over the Ray cluster at ADDRESS (host:port; needs veil[cluster])")
 
     launch = commands.add_parser("launch", help='run a pipeline written as a launch line: "IN ! yunet ! track ! blur ! OUT"')
     launch.add_argument("line", help="source ! element prop=value ! ... ! sink (see README: the pipeline)")
@@ -107,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     camera.add_argument("--output-device", help="the virtual camera (default: the first one pyvirtualcam finds)")
     camera.add_argument("--size", type=_size, metavar="WxH", help="ask the webcam for this size, e.g. 1280x720")
     camera.add_argument("--fps", type=_number("camera_fps"), help="ask the webcam for this frame rate")
+
+    cameras = commands.add_parser("cameras", help="every camera of a site file: RTSP in, restreams, recordings, a status page")
+    cameras.add_argument("site", help="the site file (TOML: the pipeline, then a [[camera]] table per camera; see docs/cameras.md)")
+    cameras.add_argument("--status", metavar="HOST:PORT", help="serve the status page, JSON and /metrics here (default: the site file's, else 127.0.0.1:8090)")
+    cameras.add_argument("--ray", metavar="ADDRESS", help="place the cameras on the Ray cluster at ADDRESS (host:port; needs veil[cluster])")
 
     demo = commands.add_parser("demo", help="make the built-in example clip and anonymise it")
     demo.add_argument("--out", default="demo", help="folder for the example, its anonymised version and a before/after image")
@@ -197,6 +203,10 @@ def _description(args, parser):
 def _run(description, args) -> None:
     from veil.stream.jobs import run
 
+    if getattr(args, "ray", None):
+        from veil.stream.cluster import run_folder_on_ray
+
+        return run_folder_on_ray(description.source, description.sink, description.options(progress=not args.quiet), args.ray)
     run(description.source, description.sink, description.options(progress=not args.quiet, verbose=args.verbose))
 
 
@@ -236,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             from veil.commands.camera import run_camera
 
             run_camera(args.webcam, args.output_device, _settings(args), size=args.size, fps=args.fps)
+        elif args.command == "cameras":
+            from veil.commands.cameras import run_cameras
+
+            run_cameras(args.site, status=args.status, ray=args.ray)
         elif args.command == "demo":
             from veil.commands.demo import run_demo
 

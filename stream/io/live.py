@@ -169,6 +169,7 @@ class LiveSource(Source):
             self.options.setdefault("rtsp_transport", "tcp")
         self.realtime, self.give_up_s = realtime, give_up_s
         self.reconnects = is_live_url(url) and not realtime
+        self.reconnections = 0  # connections made again after a loss
         self.slot = FrameSlot()
         self._stop = threading.Event()
         self._state = threading.Lock()
@@ -288,6 +289,7 @@ class LiveSource(Source):
             try:
                 self.container = self._open(open_timeout=max(1.0, min(OPEN_TIMEOUT_S, left)))
                 self._frames = self._decode(self.container)
+                self.reconnections += 1
                 return True
             except InputError as error:
                 why = str(error)
@@ -317,6 +319,15 @@ class LiveSource(Source):
     @property
     def dropped(self) -> int:
         return self.slot.dropped
+
+    @property
+    def received(self) -> int:
+        return self.slot.received
+
+    def end(self) -> None:
+        """Hand out no more frames: the run ends as at the end of a stream, its outputs
+        finished (``close`` still lets go of the input). Safe from any thread."""
+        self.slot.end()
 
     def close(self) -> None:
         self._stop.set()
