@@ -16,6 +16,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from veil.testing import timecode
+from veil.testing.clips import make_example_clip
+from veil.testing.privacy import leaked_faces
+
 RAW_DETAIL = 0.9
 RAW_DIFFERENCE = 8.0
 MIN_FACE_PX = 12  # smaller boxes hold too few pixels to judge
@@ -61,3 +65,29 @@ def raw_faces(before: np.ndarray, after: np.ndarray, boxes) -> list[tuple[int, .
 
 def judged_faces(boxes, width: int, height: int) -> int:
     return sum(interior(box, width, height) is not None for box in boxes)
+
+
+def numbered_clip(path, seconds: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The example clip with each frame's number in its timecode corner: (pictures as sent, face boxes)."""
+    pictures = []
+
+    def mark(image, index):
+        timecode.stamp(image, index)
+        pictures.append(image.copy())
+
+    truth = make_example_clip(path, width=640, height=360, seconds=seconds, mark=mark)
+    return pictures, truth
+
+
+def judge_every_frame(images, pictures, truth, gate) -> tuple[int, list, list]:
+    """Each received frame against the frame it was made from: (frames judged, known faces
+    left raw, frames where the gate finds a face of the input again)."""
+    judged, raw, found_again = 0, [], []
+    for image in images:
+        number = timecode.read(image)
+        assert number is not None and number < len(pictures), "every frame out carries the number of the frame it came from"
+        judged += 1
+        raw += [(number, box) for box in raw_faces(pictures[number], image, truth[number])]
+        if len(leaked_faces(gate.detect(pictures[number]), image, gate)):
+            found_again.append(number)
+    return judged, raw, found_again

@@ -79,7 +79,6 @@ class Camera:
     def _run(self) -> None:
         retry = FIRST_RETRY_S
         while not self._stop.is_set():
-            started = time.monotonic()
             try:
                 self._connect_and_run()
                 why = "its source ended" if not is_live_url(self.spec.source) else "its stream ended"
@@ -91,8 +90,8 @@ class Camera:
                 self.last_error = why
             if self._stop.is_set():
                 break
-            if time.monotonic() - started > MAX_RETRY_S:
-                retry = FIRST_RETRY_S  # it ran a while: this is a new failure, not the same one
+            if self.state == "live":
+                retry = FIRST_RETRY_S  # it was up: this is a new failure, not the same one again
             self.state = "down"
             self.restarts += 1
             self.log(f"veil: stopped ({why}); starting again in {retry:g} s")

@@ -79,7 +79,7 @@ class Site:
 
     @classmethod
     def load(cls, path) -> Site:
-        return cls.from_tables(read_toml(path, "site file"), Path(path))
+        return cls.from_tables(read_toml(path, "site file"), Path(path).absolute())
 
     @classmethod
     def from_tables(cls, document: dict, where: Path) -> Site:

@@ -12,17 +12,15 @@ import threading
 import time
 
 import av
-import numpy as np
 import pytest
 
 from tests.conftest import require
-from tests.known_faces import raw_faces
+from tests.known_faces import judge_every_frame, numbered_clip
 from veil.errors import InputError
 from veil.stream.jobs import run
 from veil.stream.options import Options
-from veil.testing import timecode
 from veil.testing.clips import make_example_clip
-from veil.testing.privacy import decoded_frames, leaked_faces
+from veil.testing.privacy import decoded_frames
 from veil.testing.servers import NGINX_RTMP, Player, RtmpServer, free_port, nginx_rtmp_installed, publish
 
 
@@ -44,32 +42,6 @@ class Log(list):
 
 def faces_in(images, gate) -> int:
     return sum(len(gate.detect(image)) for image in images)
-
-
-def numbered_clip(path, seconds: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The example clip with each frame's number in its timecode corner: (pictures as sent, face boxes)."""
-    pictures = []
-
-    def mark(image, index):
-        timecode.stamp(image, index)
-        pictures.append(image.copy())
-
-    truth = make_example_clip(path, width=640, height=360, seconds=seconds, mark=mark)
-    return pictures, truth
-
-
-def judge_every_frame(images, pictures, truth, gate) -> tuple[int, list, list]:
-    """Each received frame against the frame it was made from: (frames judged, known faces
-    left raw, frames where the gate finds a face of the input again)."""
-    judged, raw, found_again = 0, [], []
-    for image in images:
-        number = timecode.read(image)
-        assert number is not None and number < len(pictures), "every frame out carries the number of the frame it came from"
-        judged += 1
-        raw += [(number, box) for box in raw_faces(pictures[number], image, truth[number])]
-        if len(leaked_faces(gate.detect(pictures[number]), image, gate)):
-            found_again.append(number)
-    return judged, raw, found_again
 
 
 def test_published_stream_has_no_face_and_keeps_its_audio(rtmp, tmp_path, gate):
