@@ -51,10 +51,13 @@ class CameraGroup:
     """What runs inside one actor: some of the site's cameras, in one process."""
 
     def __init__(self, cameras: list[CameraSpec], batch_wait_s: float):
+        import ray
+
+        self.node = f"{ray.util.get_node_ip_address()} (node {ray.get_runtime_context().get_node_id()[:8]})"
         self.site = LocalSite(cameras, batch_wait_s=batch_wait_s).start()
 
     def statuses(self) -> list[dict]:
-        return self.site.statuses()
+        return [{**status, "node": self.node} for status in self.site.statuses()]
 
     def thumbnail(self, name: str) -> bytes | None:
         return self.site.thumbnail(name)
