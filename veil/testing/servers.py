@@ -1,8 +1,8 @@
-"""Real servers for the live tests, on 127.0.0.1: nginx with the RTMP module, and
-helpers to publish and play streams with PyAV.
+"""Real servers for the live tests, on 127.0.0.1: nginx with the RTMP module, GStreamer's
+RTSP server as a camera, and helpers to publish and play streams with PyAV.
 
-`.ci/run` installs nginx and libnginx-mod-rtmp and sets VEIL_REQUIRE_SERVERS=1, so
-in CI a missing server fails the tests instead of skipping them.
+`.ci/run` installs them (`make servers`) and sets VEIL_REQUIRE_SERVERS=1, so in CI a
+missing server fails the tests instead of skipping them.
 """
 
 from __future__ import annotations
@@ -19,10 +19,20 @@ import av
 
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 NGINX_RTMP = "nginx with the RTMP module (Debian packages nginx, libnginx-mod-rtmp)"
+SYSTEM_PYTHON = "/usr/bin/python3"
+GST_RTSP = "GStreamer's RTSP server (Debian packages gir1.2-gst-rtsp-server-1.0, python3-gi, gstreamer1.0-plugins-good, gstreamer1.0-plugins-ugly)"
 
 
 def nginx_rtmp_installed() -> bool:
     return Path(shutil.which("nginx") or "/usr/sbin/nginx").exists() and RTMP_MODULE.exists()
+
+
+def rtsp_server_installed() -> bool:
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; Gst.init(None);" \
+        "assert all(Gst.ElementFactory.find(e) for e in ('multifilesrc', 'jpegdec', 'x264enc', 'rtph264pay'))"
+    if not Path(SYSTEM_PYTHON).exists():
+        return False
+    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode == 0
 
 
 def free_port() -> int:
@@ -41,9 +51,35 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
 
 
-class RtmpServer:
-    """nginx-rtmp with its own config, logs and pid file in ``folder``; restartable on
-    the same port."""
+class ServerProcess:
+    """A server in its own process, listening on ``self.port``; stopped and started again
+    on the same port, as a server that reboots."""
+
+    port: int
+    process: subprocess.Popen | None = None
+
+    def launch(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.process = None
+
+
+class RtmpServer(ServerProcess):
+    """nginx-rtmp with its own config, logs and pid file in ``folder``."""
 
     def __init__(self, folder: Path):
         if not nginx_rtmp_installed():
@@ -71,31 +107,35 @@ rtmp {{
 }}
 """
         )
-        self.process: subprocess.Popen | None = None
         self.start()
 
     def url(self, key: str) -> str:
         return f"rtmp://127.0.0.1:{self.port}/live/{key}"
 
     def start(self) -> None:
-        command = [self.nginx, "-p", str(self.folder), "-e", str(self.folder / "error.log"), "-c", str(self.folder / "nginx.conf")]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_for_port(self.port)
-        except TimeoutError:
-            self.stop()
-            raise
+        self.launch([self.nginx, "-p", str(self.folder), "-e", str(self.folder / "error.log"), "-c", str(self.folder / "nginx.conf")])
 
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self.process = None
+
+class RtspServer(ServerProcess):
+    """A looping RTSP camera at ``url`` serving ``pictures`` (BGR images) at ``rate`` frames
+    a second."""
+
+    def __init__(self, folder: Path, pictures, *, rate: int):
+        if not rtsp_server_installed():
+            raise FileNotFoundError(f"{GST_RTSP} is not installed")
+        import cv2
+
+        self.frames = folder / "frames"
+        self.frames.mkdir(parents=True, exist_ok=True)
+        for index, picture in enumerate(pictures):
+            cv2.imwrite(str(self.frames / f"{index:05d}.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        self.rate, self.port = rate, free_port()
+        self.url = f"rtsp://127.0.0.1:{self.port}/cam"
+        self.start()
+
+    def start(self) -> None:
+        script = Path(__file__).with_name("rtsp_server.py")
+        self.launch([SYSTEM_PYTHON, str(script), "--port", str(self.port), "--frames", str(self.frames), "--rate", str(self.rate)])
 
 
 class Player(threading.Thread):
