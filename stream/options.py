@@ -29,6 +29,7 @@ class Options:
     tentative_coast_s: float = 0.25
     backfill_s: float = 0.2
     audit: str | None = None
+    recovery_keys: tuple[str, ...] = ()  # public keys to seal the originals for (a sidecar beside each output file)
     stage_timeout: float = 30.0
     progress: bool = True
     # live runs
@@ -38,12 +39,18 @@ class Options:
     verbose: bool = False
 
     _anonymiser: object = field(default=None, init=False, repr=False, compare=False)
+    _recipients: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         """Every number in range before anything opens."""
         for name in ("strength", "margin", "coast_s", "tentative_coast_s", "backfill_s", "stage_timeout",
                      "keyframe_every", "detect_every", "reconnect_s"):
             setattr(self, name, LIMITS[name].check(getattr(self, name)))
+        if self.recovery_keys:
+            from veil.stream.recovery.keys import load_public
+
+            self.recovery_keys = tuple(str(path) for path in self.recovery_keys)
+            self._recipients = [load_public(path) for path in self.recovery_keys]  # a bad key fails now
         if self.target_delay_s is not None:
             self.target_delay_s = LIMITS["target_delay_ms"].check(self.target_delay_s * 1000) / 1000
         if "score_threshold" in self.detector_options:
@@ -57,6 +64,10 @@ class Options:
         key = (self.mode, self.strength, self.margin, self.shape, self.keyframe_every, self.secret, self.backend,
                self.device, self.live)
         self._anonymiser = shared.setdefault(key, self.anonymiser())
+
+    def recipients(self) -> list:
+        """The recovery keys, loaded (veil.stream.recovery.keys.Recipient)."""
+        return self._recipients
 
     def anonymiser(self):
         """The run's one anonymiser (stateless, shared by its graphs); a bad mode fails here."""

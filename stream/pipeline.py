@@ -24,7 +24,8 @@ from veil.stream.elements import OutputSink, Sink, Source, Stage
 from veil.stream.graph import Graph, RunReport
 from veil.stream.io.audit import AuditLog
 from veil.stream.options import Options
-from veil.stream.stages import AnonymiseStage, AuditStage, BackfillStage, DetectStage, TrackStage
+from veil.stream.recovery.sidecar import SidecarWriter
+from veil.stream.stages import AnonymiseStage, AuditStage, BackfillStage, DetectStage, SealStage, TrackStage
 from veil.stream.tracker import Tracker
 
 LIVE_IN_FLIGHT = 2  # frames inside a live graph at once: one detecting, one finishing
@@ -49,12 +50,12 @@ def live_detector(options: Options, **extra) -> Detector:
 
 
 def build_stages(options: Options, detector: Detector, fps: float, *, live: bool = False, i420: bool = True,
-                 audit: AuditLog | None = None, file: str | None = None) -> tuple[list[Stage], object]:
-    """Detect, track, (backfill), (audit), anonymise, and the counter of host <-> device
+                 audit: AuditLog | None = None, file: str | None = None, seal: SidecarWriter | None = None) -> tuple[list[Stage], object]:
+    """Detect, track, (backfill), (audit), (seal), anonymise, and the counter of host <-> device
     copies (None off the GPU path). Live runs do not backfill: it would hold frames back
     and add its whole window to the latency. ``i420``: frames on the device come back as
     I420 (False: BGR, for a sink that takes nothing else). ``file`` names the input in the
-    audit lines."""
+    audit lines. ``seal``: the recovery sidecar the originals of the masked regions go to."""
     resident = options.device == "cuda" if options.frames_on_device is None else options.frames_on_device
     transfers = None
     if resident:
@@ -74,6 +75,8 @@ def build_stages(options: Options, detector: Detector, fps: float, *, live: bool
         stages.append(BackfillStage(frames=round(options.backfill_s * fps)))
     if audit is not None:
         stages.append(AuditStage(audit, file))
+    if seal is not None:
+        stages.append(SealStage(seal, options.anonymiser()))
     stages.append(AnonymiseStage(stream_anonymiser(options, live=live, transfers=transfers)))
     if resident:
         stages.append(gpu.DownloadStage(transfers, i420=i420))
@@ -119,10 +122,10 @@ class Pipeline:
         self.detector = detector
 
     def stages(self, fps: float, *, live: bool, i420: bool = True, audit: AuditLog | None = None,
-               file: str | None = None) -> tuple[list[Stage], object]:
+               file: str | None = None, seal: SidecarWriter | None = None) -> tuple[list[Stage], object]:
         if self.detector is None:
             self.detector = (live_detector if live else file_detector)(self.options)
-        built, transfers = build_stages(self.options, self.detector, fps, live=live, i420=i420, audit=audit, file=file)
+        built, transfers = build_stages(self.options, self.detector, fps, live=live, i420=i420, audit=audit, file=file, seal=seal)
         stages = [stage for after, stage in self.custom if after is None]
         for stage in built:
             stages.append(stage)
@@ -130,20 +133,21 @@ class Pipeline:
         return stages, transfers
 
     def run(self, source: Source, sink: Sink, *, log: Callable[[str], None] = print, audit: AuditLog | None = None,
-            file: str | None = None, on_frame: Callable | None = None) -> RunReport:
+            file: str | None = None, on_frame: Callable | None = None, seal: SidecarWriter | None = None) -> RunReport:
         """Run ``source`` to its end (a live one: to Ctrl-C too) into ``sink``. The sink is
         always closed; a file it wrote is given its name on success, and after a failure
         kept under its partial name if frames were written (all anonymised), else removed.
         ``audit``: a log shared with other runs (a folder's), ``file`` naming this one in it;
         without one, the options' own audit log goes with this run's output. ``on_frame(frame,
-        report)`` sees each frame as it is written, and the report so far."""
+        report)`` sees each frame as it is written, and the report so far. ``seal``: the
+        output's recovery sidecar, named, kept or removed with it."""
         own_audit = None
         try:
             own_audit = AuditLog(self.options.audit) if audit is None and self.options.audit else None
             stages, transfers = self.stages(float(source.rate), live=source.live, i420=sink.takes_i420,
-                                            audit=audit or own_audit, file=file)
+                                            audit=audit or own_audit, file=file, seal=seal)
         except BaseException:
-            _abandon(sink, own_audit)
+            _abandon(sink, own_audit, seal)
             raise
         graph = Graph(
             source, stages, sink, cover=cover_whole_frame, stage_timeout=self.options.stage_timeout,
@@ -165,11 +169,15 @@ class Pipeline:
             kept = finish_failed(sink, error, log)
             if own_audit is not None:
                 own_audit.keep() if kept else own_audit.abort()
+            if seal is not None:
+                seal.keep(_written(sink, partial=True)) if kept else seal.abort()
             raise
         if isinstance(sink, OutputSink):
             sink.commit()
         if own_audit is not None:
             own_audit.commit()
+        if seal is not None:
+            seal.commit(_written(sink))
         return graph.report
 
 
@@ -187,11 +195,20 @@ def finish_failed(sink: Sink, error: BaseException, log) -> bool:
     return True
 
 
-def _abandon(sink: Sink, audit: AuditLog | None) -> None:
-    """Before any frame: the output and the audit go, the sink is closed."""
+def _written(sink: Sink, *, partial: bool = False):
+    """The file a sink wrote (its partial name after a failure), or None for a stream."""
+    if not isinstance(sink, OutputSink) or sink.partial is None:
+        return None
+    path = sink.partial if partial else sink.path
+    return path if path.exists() else None
+
+
+def _abandon(sink: Sink, audit: AuditLog | None, seal: SidecarWriter | None) -> None:
+    """Before any frame: the output, the audit and the sidecar go, the sink is closed."""
     if isinstance(sink, OutputSink):
         sink.abort()
     else:
         sink.close()
-    if audit is not None:
-        audit.abort()
+    for beside in (audit, seal):
+        if beside is not None:
+            beside.abort()

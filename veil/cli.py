@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--live", action="store_true", help="play a file input in real time, as a camera would (implied by stream outputs)")
     run.add_argument("--backfill", type=_number("backfill_s"), default=0.2, metavar="S", help="also mask a new face in the S seconds before its first detection (files only; delays output by S)")
     run.add_argument("--audit", metavar="FILE", help="write one JSON line per frame with every face box")
+    run.add_argument("--recovery-key", action="append", metavar="PUB", help="also seal the original pixels of every masked region for this public key (veil keygen), in OUT.veilrec; repeat for several recipients")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.add_argument("--ray", metavar="ADDRESS", help="a folder: spread its files over the Ray cluster at ADDRESS (host:port; needs veil[cluster])")
 
@@ -113,6 +114,27 @@ def _parser() -> argparse.ArgumentParser:
     cameras.add_argument("site", help="the site file (TOML: the pipeline, then a [[camera]] table per camera; see docs/cameras.md)")
     cameras.add_argument("--status", metavar="HOST:PORT", help="serve the status page, JSON and /metrics here (default: the site file's, else 127.0.0.1:8090)")
     cameras.add_argument("--ray", metavar="ADDRESS", help="place the cameras on the Ray cluster at ADDRESS (host:port; needs veil[cluster])")
+
+    keygen = commands.add_parser("keygen", help="make a recovery key pair: PREFIX.pub for the machines that anonymise, PREFIX.key for the controller")
+    keygen.add_argument("-o", "--output", required=True, metavar="PREFIX", help="writes PREFIX.pub and PREFIX.key (mode 0600)")
+    keygen.add_argument("--passphrase", action="store_true", help="encrypt the private key under a passphrase (asked for, or $VEIL_KEY_PASSPHRASE)")
+
+    recover = commands.add_parser("recover", help="restore chosen people's faces from a video's sealed originals (needs the private key)")
+    recover.add_argument("video", help="the anonymised video (its sidecar VIDEO.veilrec beside it)")
+    recover.add_argument("--key", metavar="KEY", help="the private key (veil keygen's PREFIX.key)")
+    recover.add_argument("-o", "--output", help="the restored video (.mkv, lossless; any video with --lossy); with --list: a contact sheet image")
+    recover.add_argument("--track", type=int, action="append", metavar="ID", help="a track to restore (repeat; --list or the audit log gives the ids)")
+    recover.add_argument("--all-tracks", action="store_true", help="restore every track")
+    recover.add_argument("--from", dest="start", type=float, metavar="S", help="restore from this time (seconds)")
+    recover.add_argument("--to", dest="end", type=float, metavar="S", help="restore up to this time (seconds)")
+    recover.add_argument("--lossy", action="store_true", help="write H.264 for viewing instead of lossless FFV1")
+    recover.add_argument("--list", action="store_true", help="list the tracks (first and last time, frames); -o writes a sheet of their original faces")
+    recover.add_argument("--sidecar", metavar="FILE", help="the sidecar, if not VIDEO.veilrec")
+    recover.add_argument("--partial", action="store_true", help="accept a sidecar whose run was cut off, up to its last complete chunk")
+    recover.add_argument("--verify-log", action="store_true", help="check the sidecar's access log (its hash chain) and exit")
+
+    inspect = commands.add_parser("inspect", help="what a file says about itself: anonymised by Veil, mode, generated faces, sidecar")
+    inspect.add_argument("file")
 
     demo = commands.add_parser("demo", help="make the built-in example clip and anonymise it")
     demo.add_argument("--out", default="demo", help="folder for the example, its anonymised version and a before/after image")
@@ -203,11 +225,12 @@ def _description(args, parser):
 def _run(description, args) -> None:
     from veil.stream.jobs import run
 
+    sealing = {"recovery_keys": tuple(args.recovery_key)} if getattr(args, "recovery_key", None) else {}
     if getattr(args, "ray", None):
         from veil.stream.cluster import run_folder_on_ray
 
-        return run_folder_on_ray(description.source, description.sink, description.options(progress=not args.quiet), args.ray)
-    run(description.source, description.sink, description.options(progress=not args.quiet, verbose=args.verbose))
+        return run_folder_on_ray(description.source, description.sink, description.options(progress=not args.quiet, **sealing), args.ray)
+    run(description.source, description.sink, description.options(progress=not args.quiet, verbose=args.verbose, **sealing))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +273,18 @@ def main(argv: list[str] | None = None) -> int:
             from veil.commands.cameras import run_cameras
 
             run_cameras(args.site, status=args.status, ray=args.ray)
+        elif args.command == "keygen":
+            from veil.commands.recovery import keygen
+
+            keygen(args.output, passphrase=args.passphrase)
+        elif args.command == "recover":
+            from veil.commands.recovery import run_recover
+
+            run_recover(args)
+        elif args.command == "inspect":
+            from veil.commands.recovery import inspect
+
+            print(inspect(args.file))
         elif args.command == "demo":
             from veil.commands.demo import run_demo
 

@@ -22,7 +22,7 @@ from veil.errors import VeilError
 from veil.stream.cameras.site import CameraSpec
 from veil.stream.detectors import Detector
 from veil.stream.frame import Frame
-from veil.stream.io.live import CLOCK, is_live_url
+from veil.stream.io.live import CLOCK, is_live_url, without_password
 from veil.stream.io.segments import SegmentedRecorder
 from veil.stream.io.tee import Tee
 from veil.stream.jobs.live import open_live_sink, open_live_source
@@ -167,7 +167,7 @@ class Camera:
             seconds = rates[-1][0] - rates[0][0]
             fps_in, fps_out = ((rates[-1][i] - rates[0][i]) / seconds for i in (1, 2))
         return {
-            "name": self.spec.name, "source": _without_password(self.spec.source),
+            "name": self.spec.name, "source": without_password(self.spec.source),
             "state": "lost" if self.state == "live" and lost else self.state,
             "connected": self.state == "live" and not lost,
             "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2),
@@ -189,12 +189,3 @@ class Camera:
         height = max(1, round(image.shape[0] * THUMBNAIL_WIDTH / image.shape[1]))
         ok, jpeg = cv2.imencode(".jpg", cv2.resize(image, (THUMBNAIL_WIDTH, height), interpolation=cv2.INTER_AREA))
         return jpeg.tobytes() if ok else None
-
-
-def _without_password(url: str) -> str:
-    """rtsp://user:secret@host/... as rtsp://user@host/...: the status page is not for secrets."""
-    if "://" not in url or "@" not in url.split("://", 1)[1].split("/", 1)[0]:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.split("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"

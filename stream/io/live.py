@@ -333,3 +333,12 @@ class LiveSource(Source):
         self._stop.set()
         self._thread.join(timeout=READ_TIMEOUT_S + 1)
         self.container.close()
+
+
+def without_password(url: str) -> str:
+    """rtsp://user:secret@host/... as rtsp://user@host/...: status pages and sidecar headers are not for secrets."""
+    if "://" not in url or "@" not in url.split("://", 1)[1].split("/", 1)[0]:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.split("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"

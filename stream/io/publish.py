@@ -21,7 +21,7 @@ from veil.errors import OutputError, reason
 from veil.stream.elements import OutputSink
 from veil.stream.frame import Frame
 from veil.stream.io.partial import PartialFile
-from veil.stream.io.sink import AudioEncoder, add_video, finish, video_picture
+from veil.stream.io.sink import AudioEncoder, add_video, finish, tag, video_picture
 
 AUDIO_GAP_S = 0.1  # a longer hole in the audio (a lost source) is filled with silence
 OPEN_TIMEOUT_S = 5.0
@@ -45,8 +45,10 @@ class LiveEncoderSink(OutputSink):
         audio: bool,
         give_up_s: float = 30.0,
         log: Callable[[str], None] = print,
+        metadata: dict[str, str] | None = None,
     ):
-        self.target, self.log = target, log
+        """``metadata``: a recording's container tags (veil.stream.io.provenance's marks)."""
+        self.target, self.log, self.metadata = target, log, metadata
         self.network = is_network_output(target)
         self.path = None if self.network else Path(target)
         self.file = None if self.network else PartialFile(self.path)  # the claim on a recording
@@ -99,6 +101,8 @@ class LiveEncoderSink(OutputSink):
         # Keyframes every 2 s (what streaming platforms ask), no B-frames, no lookahead.
         self.video = add_video(self.container, self.width, self.height, self.rate, self.time_base, live=True,
                                keyframe_every=max(1, round(2 * fps)))
+        if self.metadata and not self.network:
+            tag(self.container, self.metadata)
         if self.video.codec_context.name == "libx264":
             maxrate = str(max(500_000, int(self.width * self.height * fps * 0.15)))
             self.video.options = {**self.video.options, "maxrate": maxrate, "bufsize": maxrate}

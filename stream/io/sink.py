@@ -67,6 +67,13 @@ def add_video(container, width: int, height: int, rate: Fraction, time_base: Fra
     )
 
 
+def tag(container, metadata: dict[str, str]) -> None:
+    """Container tags that survive: mp4 and mov keep tags of their own names only when told."""
+    container.metadata.update(metadata)
+    if container.format.name.split(",")[0] in ("mov", "mp4"):
+        container.options["movflags"] = container.options.get("movflags", "") + "+use_metadata_tags"
+
+
 def finish(container, encoders: list) -> None:
     """Flush each encoder into the container, then close it (always)."""
     try:
@@ -155,7 +162,9 @@ class VideoFileSink(OutputSink):
         rate: Fraction,
         time_base: Fraction,
         audio: list[av.audio.stream.AudioStream] = (),
+        metadata: dict[str, str] | None = None,
     ):
+        """``metadata``: tags for the container (veil.stream.io.provenance's marks)."""
         self.path = Path(path)
         self.file = PartialFile(self.path)  # the claim: a second run on this output fails here
         self.partial = self.file.partial
@@ -166,6 +175,8 @@ class VideoFileSink(OutputSink):
             raise OutputError(f"cannot write {self.path}: {reason(error)}") from None
         try:
             self.video = add_video(self.container, width, height, rate, time_base)
+            if metadata:
+                tag(self.container, metadata)
             self.copies: dict[int, av.stream.Stream] = {}
             self.transcodes: dict[int, AudioEncoder] = {}
             for stream in audio:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -13,7 +14,9 @@ from veil.stream.io.audit import AuditLog
 from veil.stream.io.partial import PartialFile
 from veil.stream.jobs.kinds import ALPHA_SUFFIXES, check_kind
 from veil.stream.options import Options
+from veil.stream.recovery.sidecar import SidecarWriter
 from veil.stream.stages.audit import record
+from veil.stream.stages.seal import reach
 
 
 def read_photo(path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -41,8 +44,10 @@ def run_image(input_path, output_path, options: Options, detector: Detector, *, 
         else:
             log(f"veil: {Path(input_path).name} has transparency, which {output.suffix} files cannot hold: written opaque")
     file = PartialFile(output)
-    own_audit = None
+    own_audit = seal = None
     try:
+        if options.recovery_keys:
+            seal = seal_photo(image, faces, output, Path(input_path).name, options)
         own_audit = AuditLog(options.audit) if audit is None and options.audit else None
         try:
             written = cv2.imwrite(str(file.partial), result)
@@ -55,13 +60,34 @@ def run_image(input_path, output_path, options: Options, detector: Detector, *, 
             own_audit.close()
     except BaseException:
         file.abort()
-        if own_audit is not None:
-            own_audit.abort()
+        for beside in (own_audit, seal):
+            if beside is not None:
+                beside.abort()
         raise
     file.commit()
     if own_audit is not None:
         own_audit.commit()
+    if seal is not None:
+        seal.commit(output)
+        log(f"veil: sealed the originals of the masked regions in {seal.path}")
     log(f"veil: wrote {output}: {len(faces)} faces anonymised")
+
+
+def seal_photo(image: np.ndarray, faces, output: Path, source: str, options: Options) -> SidecarWriter:
+    """The photo's sidecar: each face's region as its own track (a photo has no tracker)."""
+    height, width = image.shape[:2]
+    seal = SidecarWriter(output, options.recipients(), width=width, height=height, rate=Fraction(1), time_base=Fraction(1),
+                         source=source, mode=options.mode)  # fmt: skip
+    try:
+        for i in range(len(faces)):
+            rect = reach(options.anonymiser(), faces, i, height, width)
+            if rect is not None:
+                seal.add(0, 0, i, rect, image[rect[1] : rect[3], rect[0] : rect[2]])
+        seal.end_frame()
+    except BaseException:
+        seal.abort()
+        raise
+    return seal
 
 
 class _NoLog:

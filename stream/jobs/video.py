@@ -11,10 +11,12 @@ from tqdm import tqdm
 from veil.stream.detectors import Detector
 from veil.stream.graph import RunReport
 from veil.stream.io.audit import AuditLog
+from veil.stream.io.provenance import marks
 from veil.stream.io.sink import VideoFileSink
 from veil.stream.io.source import VideoSource
 from veil.stream.options import Options
 from veil.stream.pipeline import Pipeline
+from veil.stream.recovery.sidecar import SidecarWriter
 
 
 @dataclass
@@ -36,10 +38,18 @@ def run_video(input_path, output_path, options: Options, detector: Detector, *, 
     """One video file. ``audit``: a log shared with other files (a folder run), its lines
     naming this one as ``label``; without it, ``options.audit`` is this run's own."""
     with VideoSource(str(input_path)) as source:  # a bad input fails here, before any output exists
-        sink = VideoFileSink(
-            output_path, width=source.width, height=source.height,
-            rate=source.rate, time_base=source.time_base, audio=source.audio,
-        )  # fmt: skip
+        seal = None
+        if options.recovery_keys:
+            seal = SidecarWriter(output_path, options.recipients(), width=source.width, height=source.height, rate=source.rate,
+                                 time_base=source.time_base, source=Path(str(input_path)).name, mode=options.mode)  # fmt: skip
+        try:
+            sink = VideoFileSink(
+                output_path, width=source.width, height=source.height, rate=source.rate, time_base=source.time_base,
+                audio=source.audio, metadata=marks(options, None if seal is None else seal.id_hex),
+            )  # fmt: skip
+        except BaseException:
+            seal.abort() if seal is not None else None
+            raise
         summary = Summary()
         with tqdm(total=source.frame_count, unit="frame", disable=not options.progress, desc=Path(str(input_path)).name, file=sys.stderr) as bar:
 
@@ -47,7 +57,9 @@ def run_video(input_path, output_path, options: Options, detector: Detector, *, 
                 summary.count(frame)
                 bar.update()
 
-            report = Pipeline(options, detector=detector).run(source, sink, log=log, audit=audit, file=label, on_frame=on_frame)
+            report = Pipeline(options, detector=detector).run(source, sink, log=log, audit=audit, file=label, on_frame=on_frame, seal=seal)
+    if seal is not None:
+        log(f"veil: sealed the originals of the masked regions in {seal.path} (for {', '.join(options.recovery_keys)})")
     log(
         f"veil: wrote {output_path}: {report.frames} frames in {report.wall_s:.1f} s ({report.fps:.1f} fps); "
         f"{summary.faces} face boxes in {len(summary.track_ids)} tracks anonymised"

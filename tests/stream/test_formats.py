@@ -28,6 +28,7 @@ def assert_anonymised(original, output, truth, gate):
         assert len(leaked_faces(gate.detect(before), after, gate)) == 0, f"the gate finds a face on frame {index}"
 
 
+@pytest.mark.slow  # VP9 encodes at a few fps here: a minute
 def test_a_webm_output_is_vp9_with_its_audio_re_encoded_as_opus(example_clip, tmp_path, gate):
     clip, truth = example_clip
     out = tmp_path / "out.webm"

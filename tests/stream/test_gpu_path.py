@@ -33,7 +33,7 @@ def cuda_or_skip() -> None:
     pytest.importorskip("cupy", reason="CuPy is not installed: pip install 'veil[gpu]'")
 
 
-@pytest.mark.parametrize("mode", ["blur", "pixelate"])
+@pytest.mark.parametrize("mode", ["blur", pytest.param("pixelate", marks=pytest.mark.slow)])  # one kernel family; both in make test-all
 def test_no_face_of_the_example_clip_is_found_again_on_the_device_path(example_clip, tmp_path, gate, yunet, mode):
     clip, _ = example_clip
     out = tmp_path / f"{mode}.mp4"
