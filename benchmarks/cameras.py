@@ -9,7 +9,7 @@ records it (NVR segments, as a site would). Both rows run the same code: the bas
 one-camera site file per process. Each count of cameras runs after every camera is live and
 has written frames (model load and warm-up excluded), for ``--seconds``, read from the status
 JSON of every process. A count is "real time" when every camera drops under 1% of its frames
-at the source and writes at least 97% of ``--fps``. Memory is the summed resident memory of
+at the source and writes at least 95% of ``--fps``. Memory is the summed resident memory of
 the processes at the end.
 """
 
@@ -28,7 +28,7 @@ from veil.testing.clips import make_example_clip
 from veil.testing.servers import free_port
 
 MAX_DROPPED = 0.01
-MIN_FPS_SHARE = 0.97
+MIN_FPS_SHARE = 0.95
 
 
 def site_file(folder: Path, clip: Path, names: list[str]) -> tuple[Path, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from veil.engines.onnx_models import available_cores
 from veil.stream.cameras.camera import Camera
 from veil.stream.cameras.site import CameraSpec
 from veil.stream.pipeline import live_detector
@@ -19,7 +20,9 @@ class LocalSite:
             options = spec.options()
             key = (options.detector, tuple(sorted(options.detector_options.items())))
             if key not in detectors:
-                detectors[key] = live_detector(options, batch_wait_s=batch_wait_s)
+                # One worker runs each batch for all cameras: it gets every core, where one
+                # camera's own detector gets half (see live_detector).
+                detectors[key] = live_detector(options, batch_wait_s=batch_wait_s, intra_op_threads=available_cores())
             options.share_anonymiser(anonymisers)
             self.cameras[spec.name] = Camera(spec, options, detectors[key], log=log)
         self.detectors = list(detectors.values())
