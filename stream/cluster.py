@@ -14,12 +14,11 @@ site or command gives: point those at storage every node shares.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from veil.errors import InputError, MissingDependency
-from veil.stream.cameras import LocalSite, Site, StatusServer
+from veil.stream.cameras import LocalSite, Site, serve_until_stopped
 from veil.stream.cameras.site import CameraSpec
 from veil.stream.jobs.folder import finish_folder, folder_media, run_file, said
 from veil.stream.options import Options
@@ -133,19 +132,11 @@ class RaySite:
 def run_site_on_ray(site: Site, address: str, *, log: Callable[[str], None] = print) -> None:
     """``veil cameras SITE --ray ADDRESS``: until Ctrl-C."""
     ray = connect(address)
-    cameras = RaySite(site, ray, log=log)
-    status = StatusServer(site.status, cameras.statuses, cameras.thumbnail).start() if site.status else None
-    log(f"veil: {len(site.cameras)} cameras in {len(cameras.groups)} groups on the Ray cluster at {address}"
-        + (f"; status on {status.url}" if status else "") + " (Ctrl-C to stop)")
     try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        log("veil: stopping; finishing every camera's outputs")
+        cameras = RaySite(site, ray, log=log)
+        intro = f"veil: {len(site.cameras)} cameras in {len(cameras.groups)} groups on the Ray cluster at {address}"
+        serve_until_stopped(site, cameras, intro, log=log)
     finally:
-        cameras.stop()
-        if status is not None:
-            status.stop()
         ray.shutdown()
 
 

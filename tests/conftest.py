@@ -4,6 +4,7 @@ real media in ../shared/data (tests that need it skip with a reason when absent)
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,17 @@ def require(what: str, present: bool) -> None:
         if os.environ.get("VEIL_REQUIRE_SERVERS") == "1":
             pytest.fail(f"{what} is required (VEIL_REQUIRE_SERVERS=1) but missing")
         pytest.skip(f"{what} not installed (make servers installs it)")
+
+
+def wait_for(what: str, check, timeout: float = 90.0):
+    """``check()``'s first truthy value, polled; an AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -15,15 +15,21 @@ from veil.stream.cameras.local import LocalSite
 from veil.stream.cameras.site import CameraSpec, Site
 from veil.stream.cameras.status import StatusServer
 
-__all__ = ["CameraSpec", "LocalSite", "Site", "StatusServer", "run_site"]
+__all__ = ["CameraSpec", "LocalSite", "Site", "StatusServer", "run_site", "serve_until_stopped"]
 
 
 def run_site(site: Site, *, log: Callable[[str], None] = print) -> None:
     """Every camera of ``site`` in this process, with its status page, until Ctrl-C."""
     cameras = LocalSite(site.cameras, batch_wait_s=site.batch_wait_s, log=log)
-    status = StatusServer(site.status, cameras.statuses, cameras.thumbnail).start() if site.status else None
     cameras.start()
-    log(f"veil: {len(site.cameras)} cameras" + (f"; status on {status.url}" if status else "") + " (Ctrl-C to stop)")
+    serve_until_stopped(site, cameras, f"veil: {len(site.cameras)} cameras", log=log)
+
+
+def serve_until_stopped(site: Site, cameras, intro: str, *, log: Callable[[str], None] = print) -> None:
+    """The status page of running ``cameras`` (a LocalSite or a RaySite) until Ctrl-C, then
+    every camera stopped and its outputs finished."""
+    status = StatusServer(site.status, cameras.statuses, cameras.thumbnail).start() if site.status else None
+    log(intro + (f"; status on {status.url}" if status else "") + " (Ctrl-C to stop)")
     try:
         while True:
             time.sleep(1.0)

@@ -18,23 +18,13 @@ import cv2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import require
+from tests.conftest import require, wait_for
 from tests.known_faces import judge_every_frame, numbered_clip
 from tests.stream.test_browser import CHROMIUM
 from veil.stream.cameras import LocalSite, Site, StatusServer
 from veil.testing import timecode
 from veil.testing.privacy import decoded_frames
 from veil.testing.servers import GST_RTSP, NGINX_RTMP, Player, RtmpServer, RtspServer, free_port, nginx_rtmp_installed, rtsp_server_installed
-
-
-def wait_for(what, check, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get(url: str) -> bytes:

@@ -8,14 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
 import cv2
 import pytest
 
-from tests.conftest import require
+from tests.conftest import require, wait_for
 from tests.known_faces import judge_every_frame, numbered_clip
 from veil.errors import InputError
 from veil.stream.cameras import Site
@@ -46,16 +45,6 @@ def cluster():
         if ray.is_initialized():
             ray.shutdown()
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-
-
-def wait_for(what, check, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def by_name(statuses) -> dict:
