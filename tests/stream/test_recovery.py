@@ -110,12 +110,14 @@ def test_one_restored_track_is_exact_inside_its_regions_and_every_other_face_sta
     assert "1 records, chain intact" in capsys.readouterr().out
 
 
-def test_a_restored_photo_is_exact_inside_the_chosen_face(keys, tmp_path):
+def test_a_restored_photo_is_exact_inside_the_chosen_face_for_each_of_its_recipients(keys, tmp_path):
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
     out = tmp_path / "astronaut_anon.png"
-    run(str(photo), str(out), Options(progress=False, recovery_keys=(str(keys / "controller.pub"),)), log=lambda line: None)
+    recipients = (str(keys / "controller.pub"), str(keys / "stranger.pub"))
+    run(str(photo), str(out), Options(progress=False, recovery_keys=recipients), log=lambda line: None)
     assert main(["recover", str(out), "--key", str(keys / "controller.key"), "--track", "0", "-o", str(tmp_path / "back.png")]) == 0
+    assert Sidecar(sidecar_path(out), load_private(keys / "stranger.key")).regions  # the second recipient opens it too
     region = Sidecar(sidecar_path(out), load_private(keys / "controller.key")).regions[0]
     left, top, right, bottom = region.rect
     original, back, anonymised = (cv2.imread(str(p)) for p in (photo, tmp_path / "back.png", out))
