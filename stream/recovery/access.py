@@ -42,24 +42,25 @@ def _lines(path: Path) -> list[dict]:
 
 def verify(path: str | Path) -> int:
     """The number of records, after checking the chain; an InputError names the first break."""
-    path = Path(path)
-    previous = START
-    entries = _lines(path)
+    return len(_checked(Path(path)))
+
+
+def _checked(path: Path) -> list[dict]:
+    """The log's records, each shown to follow the one before and to be as it was written."""
+    previous, entries = START, _lines(path)
     for number, entry in enumerate(entries, 1):
-        claimed = entry.pop("hash", None)
         if entry.get("previous") != previous:
             raise InputError(f"access log {path}: line {number} does not follow line {number - 1} (a line was removed or moved)")
-        if claimed != _digest(entry):
+        previous = entry.get("hash")
+        if previous != _digest({key: value for key, value in entry.items() if key != "hash"}):
             raise InputError(f"access log {path}: line {number} was changed after it was written")
-        previous = claimed
-    return len(entries)
+    return entries
 
 
 def append(path: str | Path, record: dict) -> dict:
     """Add ``record`` (with the time and the chain) at the end; the log is checked first."""
     path = Path(path)
-    entries = _lines(path)
-    verify(path)
+    entries = _checked(path)
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record, "previous": entries[-1]["hash"] if entries else START}
     entry["hash"] = _digest(entry)
     try:

@@ -12,7 +12,7 @@ partial name and named only when complete; each look is appended to the access l
 from __future__ import annotations
 
 import bisect
-import hashlib
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,6 +102,11 @@ def recover(video, key: X25519PrivateKey, output: str | Path, *, tracks: list[in
     if not lossy and output.suffix.lower() != lossless:
         raise InputError(f"a lossless restore of a {'photo is PNG' if photo else 'video is FFV1 in Matroska'}: give an output "
                          f"ending {lossless} (got {output.name}), or --lossy")  # fmt: skip
+    for name, value in (("--from", start_s), ("--to", end_s)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise InputError(f"{name} is a time in seconds, 0 or more, got {value:g}")
+    if start_s is not None and end_s is not None and end_s < start_s:
+        raise InputError(f"--to {end_s:g} is before --from {start_s:g}")
     found = open_for(video, key, sidecar=sidecar, partial=partial)
     known = found.tracks()
     chosen = set(known) if tracks is None else set(tracks)
@@ -109,12 +114,11 @@ def recover(video, key: X25519PrivateKey, output: str | Path, *, tracks: list[in
     if missing:
         raise InputError(f"{found.path} holds no track {', '.join(map(str, missing))}; it holds {', '.join(map(str, sorted(known))) or 'none'}")
     by_time = _frames_by_time(found)
-    times = sorted(by_time)
     if photo:
         restored = _write_photo(Path(video), output, found, by_time, chosen)
     else:
-        restored = _write(Path(video), output, found, by_time, times, chosen, start_s, end_s, lossy)
-    digest = hashlib.sha256(output.read_bytes()).hexdigest()
+        restored = _write(Path(video), output, found, by_time, chosen, start_s, end_s, lossy)
+    digest = file_sha256(output)
     access.append(access.log_path(found.path), {
         "action": "recover", "video": Path(video).name, "sidecar": found.id.hex(), "key": fingerprint(key.public_key()),
         "tracks": sorted(chosen), "from_s": start_s, "to_s": end_s, "output": str(output), "output_sha256": digest,
@@ -131,9 +135,9 @@ def _frames_by_time(found: Sidecar) -> dict[float, list[Region]]:
     return by_time
 
 
-def _write(video: Path, output: Path, found: Sidecar, by_time, times, chosen, start_s, end_s, lossy: bool) -> int:
+def _write(video: Path, output: Path, found: Sidecar, by_time, chosen, start_s, end_s, lossy: bool) -> int:
     claim = PartialFile(output)
-    restored = 0
+    restored, times = 0, sorted(by_time)
     try:
         with av.open(str(video)) as source, av.open(str(claim.partial), mode="w") as out:
             stream = source.streams.video[0]

@@ -187,24 +187,26 @@ class Region:
     pts: int
     track: int
     rect: tuple[int, int, int, int]
-    _chunk: int
+    _at: int  # where its sealed bytes start in the file
     _record: dict
 
 
 class Sidecar:
     """A sidecar read and checked whole with the private key; ``regions`` lists what it
     holds, ``pixels(region)`` opens one. ``partial``: accept a sidecar whose run was cut off
-    (no closing chunk), up to its last complete chunk."""
+    (no closing chunk), up to its last complete chunk. The file is read a chunk at a time,
+    and the sealed pixels stay on disk until a region is opened: an hour's sidecar is many
+    gigabytes."""
 
     def __init__(self, path: str | Path, key: X25519PrivateKey, *, partial: bool = False):
         self.path = Path(path)
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as stream:
+                if stream.read(len(MAGIC)) != MAGIC:
+                    raise InputError(f"{self.path} is not a Veil recovery sidecar")
+                chunks = self._chunks(stream, self.path.stat().st_size)
         except OSError as error:
             raise InputError(f"cannot read sidecar {self.path}: {reason(error)}") from None
-        if not data.startswith(MAGIC):
-            raise InputError(f"{self.path} is not a Veil recovery sidecar")
-        chunks = self._chunks(data)
         header_meta = self._meta(chunks[0][0], 0) if chunks else None
         if header_meta is None or header_meta.get("kind") != "header":
             raise InputError(f"{self.path} is damaged: it has no header")
@@ -216,28 +218,38 @@ class Sidecar:
         self.header, self.key = header_meta, key
         self.regions: list[Region] = []
         self.frames, self.complete, self.video_sha256 = 0, False, None
-        self._bodies: list[bytes] = []
         self._keys: dict[int, AESGCM] = {}
         self._verify(chunks, chain)
         if not self.complete and not partial:
-            raise InputError(f"{self.path} has no closing chunk: its run was cut off after chunk {len(self._bodies) - 1} "
+            raise InputError(f"{self.path} has no closing chunk: its run was cut off after chunk {len(chunks) - 1} "
                              f"({self.frames} frames); --partial recovers the frames up to there")  # fmt: skip
 
-    def _chunks(self, data: bytes) -> list[tuple[bytes, bytes, bytes]]:
-        """(meta, body, MAC) per chunk. A last chunk cut off by a killed run is left out:
-        without the closing chunk, the sidecar is incomplete either way."""
+    def _chunks(self, stream, size: int) -> list[tuple[bytes, int, int, bytes]]:
+        """(meta, body offset, body length, MAC) per chunk. A last chunk cut off by a killed
+        run is left out: without the closing chunk, the sidecar is incomplete either way."""
         at, chunks = len(MAGIC), []
-        while at + 4 <= len(data):
-            (length,) = struct.unpack_from(">I", data, at)
-            chunk = data[at + 4 : at + 4 + length]
-            if len(chunk) < length:
+        while at + 4 <= size:
+            stream.seek(at)
+            (length,) = struct.unpack(">I", stream.read(4))
+            if at + 4 + length > size:
                 break
-            (meta_length,) = struct.unpack_from(">I", chunk, 0) if length >= 4 else (length,)
+            (meta_length,) = struct.unpack(">I", stream.read(4)) if length >= 4 else (length,)
             if length < 4 + MAC_SIZE or 4 + meta_length + MAC_SIZE > length:
                 raise InputError(f"chunk {len(chunks)} of {self.path} is damaged (its framing is broken)")
-            chunks.append((chunk[4 : 4 + meta_length], chunk[4 + meta_length : -MAC_SIZE], chunk[-MAC_SIZE:]))
+            meta = stream.read(meta_length)
+            body_at, body_length = at + 8 + meta_length, length - 4 - meta_length - MAC_SIZE
+            stream.seek(body_at + body_length)
+            chunks.append((meta, body_at, body_length, stream.read(MAC_SIZE)))
             at += 4 + length
         return chunks
+
+    def _read(self, at: int, length: int) -> bytes:
+        try:
+            with open(self.path, "rb") as stream:
+                stream.seek(at)
+                return stream.read(length)
+        except OSError as error:
+            raise InputError(f"cannot read sidecar {self.path}: {reason(error)}") from None
 
     def _meta(self, meta: bytes, seq: int) -> dict:
         try:
@@ -250,9 +262,9 @@ class Sidecar:
 
     def _verify(self, chunks, chain: bytes) -> None:
         previous = bytes(MAC_SIZE)
-        metas = [self._meta(meta_bytes, position) for position, (meta_bytes, _, _) in enumerate(chunks)]
+        metas = [self._meta(chunk[0], position) for position, chunk in enumerate(chunks)]
         numbers = [meta["seq"] for meta in metas]
-        for position, ((meta_bytes, body, mac), meta) in enumerate(zip(chunks, metas, strict=True)):
+        for position, ((meta_bytes, body_at, body_length, mac), meta) in enumerate(zip(chunks, metas, strict=True)):
             if meta["sidecar"] != self.id.hex():
                 raise InputError(f"chunk {position} of {self.path} comes from another sidecar (another run's)")
             if self.complete:
@@ -261,25 +273,25 @@ class Sidecar:
                 if position in numbers[position + 1 :]:
                     raise InputError(f"chunks of {self.path} are out of order (chunk {meta['seq']} stands where chunk {position} should)")
                 raise InputError(f"chunk {position} of {self.path} is missing (chunk {meta['seq']} follows chunk {position - 1})")
+            body = self._read(body_at, body_length)  # one chunk in memory at a time
             if not hmac.compare_digest(mac, _mac(chain, self.id, position, previous, meta_bytes, body)):
                 raise InputError(f"chunk {position} of {self.path} is modified (its seal does not match)")
             previous = mac
-            self._bodies.append(body)
             if meta["kind"] == "data":
-                self._take(meta, position)
+                self._take(meta, body_at)
             elif meta["kind"] == "end":
                 if meta["frames"] != self.frames:
                     raise InputError(f"{self.path} closes with {meta['frames']} frames but holds {self.frames}")
                 self.complete, self.video_sha256 = True, meta.get("video_sha256")
 
-    def _take(self, meta: dict, position: int) -> None:
+    def _take(self, meta: dict, body_at: int) -> None:
         for track, entries in meta["keys"].items():
             key = unwrap(entries, self.key, self.id + b"track %d" % int(track))
             if key is None:
                 raise InputError(f"{self.path}: track {track}'s key is not sealed for this key")
             self._keys[int(track)] = AESGCM(key)
         for record in meta["records"]:
-            self.regions.append(Region(record["frame"], record["pts"], record["track"], tuple(record["rect"]), position, record))
+            self.regions.append(Region(record["frame"], record["pts"], record["track"], tuple(record["rect"]), body_at + record["offset"], record))
         self.frames += meta["frames"]
 
     @property
@@ -294,7 +306,7 @@ class Sidecar:
 
     def pixels(self, region: Region) -> np.ndarray:
         record = region._record
-        sealed = self._bodies[region._chunk][record["offset"] : record["offset"] + record["length"]]
+        sealed = self._read(region._at, record["length"])
         try:
             raw = self._keys[region.track].decrypt(bytes.fromhex(record["nonce"]), sealed, _aad(self.id, record))
         except InvalidTag:

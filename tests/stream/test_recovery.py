@@ -200,6 +200,19 @@ def test_every_kind_of_tampering_is_found_and_nothing_is_restored(tamper, messag
     assert list(tmp_path.iterdir()) == [forged], "nothing restored, nothing half-written"
 
 
+@pytest.mark.parametrize("span, message", [
+    (["--from", "nan"], "--from is a time in seconds, 0 or more, got nan"),
+    (["--to", "inf"], "--to is a time in seconds, 0 or more, got inf"),
+    (["--from", "-1"], "--from is a time in seconds"),
+    (["--from", "2", "--to", "1"], "--to 1 is before --from 2"),
+])  # fmt: skip
+def test_a_time_span_that_is_not_one_is_refused_before_anything_opens(span, message, sealed, keys, tmp_path, capsys):
+    _, out = sealed
+    code = main(["recover", str(out), "--key", str(keys / "controller.key"), "--all-tracks", *span, "-o", str(tmp_path / "r.mkv")])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_sidecar_from_another_video_is_refused(sealed, other_run, keys, tmp_path, capsys):
     _, out = sealed
     code = main(["recover", str(other_run), "--sidecar", str(sidecar_path(out)), "--key", str(keys / "controller.key"), "--all-tracks",
