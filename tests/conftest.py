@@ -53,6 +53,13 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"VEIL_REQUIRE_GPU=1 but this gpu test skipped: {reason}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_signer(tmp_path_factory):
+    """Outputs are signed (C2PA) with an identity made on first use: the tests make theirs
+    in a folder of their own, not in the user's ~/.config/veil."""
+    os.environ["VEIL_HOME"] = str(tmp_path_factory.mktemp("veil_home"))
+
+
 @pytest.fixture(scope="session")
 def example_clip(tmp_path_factory) -> tuple[Path, list]:
     """640x360, 25 fps, 3 s, AAC audio, five moving faces; returns (path, boxes per frame)."""

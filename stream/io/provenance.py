@@ -31,3 +31,8 @@ def marks(options: Options, sidecar: str | None = None) -> dict[str, str]:
     if sidecar is not None:
         found["veil_recovery"] = sidecar
     return found
+
+
+def tags_of(container) -> dict[str, str]:
+    """An open container's tags, their names in lower case (Matroska writes them in upper)."""
+    return {name.lower(): value for name, value in container.metadata.items()}

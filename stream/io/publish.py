@@ -20,6 +20,7 @@ import av
 from veil.errors import OutputError, reason
 from veil.stream.elements import OutputSink
 from veil.stream.frame import Frame
+from veil.stream.io import credentials
 from veil.stream.io.partial import PartialFile
 from veil.stream.io.sink import AudioEncoder, add_video, finish, tag, video_picture
 
@@ -173,6 +174,8 @@ class LiveEncoderSink(OutputSink):
         except (av.FFmpegError, OSError) as error:
             if not self.network:
                 raise OutputError(f"cannot finish {self.target}: {reason(error)}") from None
+        if self.metadata and self.file is not None:
+            credentials.sign(self.partial, self.metadata, title=self.path.name)
 
     def commit(self) -> Path | None:
         """Give a finished recording its real name (network outputs have none)."""

@@ -18,6 +18,7 @@ import numpy as np
 from veil.errors import OutputError, reason
 from veil.stream.elements import OutputSink
 from veil.stream.frame import Frame
+from veil.stream.io import credentials
 from veil.stream.io.partial import PartialFile
 
 # What each encoder is given for a file, and for a live stream (low latency, keyframes every
@@ -165,7 +166,7 @@ class VideoFileSink(OutputSink):
         metadata: dict[str, str] | None = None,
     ):
         """``metadata``: tags for the container (veil.stream.io.provenance's marks)."""
-        self.path = Path(path)
+        self.path, self.metadata = Path(path), metadata
         self.file = PartialFile(self.path)  # the claim: a second run on this output fails here
         self.partial = self.file.partial
         try:
@@ -227,6 +228,8 @@ class VideoFileSink(OutputSink):
             finish(container, [self.video])
         except (av.FFmpegError, OSError) as error:
             raise OutputError(f"cannot finish {self.path}: {reason(error)}") from None
+        if self.metadata:
+            credentials.sign(self.partial, self.metadata, title=self.path.name)
 
     def commit(self) -> Path:
         """Give the finished file its real name."""

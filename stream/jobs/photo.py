@@ -10,8 +10,10 @@ import numpy as np
 
 from veil.errors import InputError, OutputError
 from veil.stream.detectors import Detector
+from veil.stream.io import credentials
 from veil.stream.io.audit import AuditLog
 from veil.stream.io.partial import PartialFile
+from veil.stream.io.provenance import marks
 from veil.stream.jobs.kinds import ALPHA_SUFFIXES, check_kind
 from veil.stream.options import Options
 from veil.stream.recovery.sidecar import SidecarWriter
@@ -55,6 +57,7 @@ def run_image(input_path, output_path, options: Options, detector: Detector, *, 
             raise OutputError(f"cannot write {output}: {error.err or error}") from None
         if not written:
             raise OutputError(f"cannot write {output}")
+        credentials.sign(file.partial, marks(options, None if seal is None else seal.id_hex), title=output.name)
         (audit or own_audit or _NoLog).write(record(0, 0, 0.0, faces, label))
         if own_audit is not None:
             own_audit.close()

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from veil.errors import InputError, OutputError, reason
 from veil.stream.io.partial import PartialFile
+from veil.stream.io.provenance import tags_of
 from veil.stream.io.sink import add_video, tag
 from veil.stream.jobs.kinds import PHOTO_SUFFIXES
 from veil.stream.recovery import access
@@ -40,7 +41,7 @@ def open_for(video: str | Path, key: X25519PrivateKey, *, sidecar: str | Path | 
     if video.suffix.lower() not in PHOTO_SUFFIXES:
         try:
             with av.open(str(video)) as container:
-                said = container.metadata.get("veil_recovery")
+                said = tags_of(container).get("veil_recovery")
         except (av.FFmpegError, OSError) as error:
             raise InputError(f"cannot read {video}: {reason(error)}") from None
     found = Sidecar(path, key, partial=partial)
