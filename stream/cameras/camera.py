@@ -23,7 +23,7 @@ from veil.stream.cameras.site import CameraSpec
 from veil.stream.detectors import Detector
 from veil.stream.frame import Frame
 from veil.stream.io.live import CLOCK, is_live_url, without_password
-from veil.stream.io.segments import SegmentedRecorder
+from veil.stream.io.segments import SegmentedRecorder, SegmentPlan, SegmentSeals
 from veil.stream.io.tee import Tee
 from veil.stream.jobs.live import open_live_sink, open_live_source
 from veil.stream.options import Options
@@ -106,10 +106,15 @@ class Camera:
             try:
                 for url in self.spec.outputs:
                     sinks.append(open_live_sink(url, source, self.options, log=self.log))
-                if self.spec.record is not None:
+                record, seals = self.spec.record, None
+                if record is not None:
+                    plan = SegmentPlan(self.spec.name, record)
+                    if record.recovery_keys:
+                        seals = SegmentSeals(plan, self.options, width=source.width, height=source.height, rate=source.rate,
+                                             time_base=CLOCK, source=without_password(source.url))  # fmt: skip
                     self._recorder = SegmentedRecorder(
-                        self.spec.name, self.spec.record, width=source.width, height=source.height, rate=source.rate,
-                        time_base=CLOCK, audio=source.has_audio, log=self.log,
+                        self.spec.name, record, width=source.width, height=source.height, rate=source.rate,
+                        time_base=CLOCK, audio=source.has_audio, log=self.log, options=self.options, plan=plan, seals=seals,
                     )  # fmt: skip
                     sinks.append(self._recorder)
             except BaseException:
@@ -123,7 +128,7 @@ class Camera:
             self.state = "live"
             self.log(f"veil: live: {self.spec.source} ({source.width}x{source.height}, {float(source.rate):g} fps)")
             try:
-                Pipeline(self.options, detector=self.detector).run(source, Tee(sinks), log=self.log, on_frame=self._on_frame)
+                Pipeline(self.options, detector=self.detector).run(source, Tee(sinks), log=self.log, on_frame=self._on_frame, seal=seals)
             finally:
                 with self._lock:
                     self._source = None

@@ -12,6 +12,7 @@
     folder = "recordings"
     segment = 600                 # seconds a file
     keep-days = 30                # and/or keep-gb: the newest that fit, per camera
+    recovery-keys = ["controller.pub"]  # seal each segment's originals beside it (veil keygen)
 
     [[camera]]
     name = "gate"
@@ -41,7 +42,8 @@ from veil.stream.options import Options
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # file names and metric labels carry it
 CAMERA_KEYS = ("name", "source", "outputs", "record", "pipeline", *OVERRIDES)
-RECORD_KEYS = {"folder": "folder", "segment": "segment_s", "format": "format", "keep-days": "keep_days", "keep-gb": "keep_bytes"}
+RECORD_KEYS = {"folder": "folder", "segment": "segment_s", "format": "format", "keep-days": "keep_days", "keep-gb": "keep_bytes",
+               "recovery-keys": "recovery_keys"}  # fmt: skip
 SITE_KEYS = ("element", "source", "status", "record", "batch", "cluster", "camera")
 DEFAULT_STATUS = "127.0.0.1:8090"
 BATCH_WAIT_MS = 5  # a frame waits this long at most for other cameras' to share a detector call
@@ -58,7 +60,8 @@ class CameraSpec:
     description: Description
 
     def options(self) -> Options:
-        return self.description.options(progress=False)
+        sealing = {"recovery_keys": self.record.recovery_keys} if self.record is not None and self.record.recovery_keys else {}
+        return self.description.options(progress=False, **sealing)
 
 
 @dataclass(frozen=True)
@@ -151,13 +154,14 @@ def _camera(table, defaults: Description, record: dict, where, number: int, base
     changes = {key: value for key, value in table.items() if key in OVERRIDES}
     description = description.overridden(changes, here) if changes else description
     description = Description(description.elements, source, None, dict(description.source_properties), {})
+    camera = CameraSpec(name, source, tuple(outputs), recording, description)
     try:
-        options = description.options()
+        options = camera.options()  # a bad key fails here, before anything opens
     except InputError as error:
         raise InputError(f"{here}: {error}") from None
     if options.audit:
         raise InputError(f"{here}: audit logs are per file run; a camera's figures are on the status page and /metrics")
-    return CameraSpec(name, source, tuple(outputs), recording, description)
+    return camera
 
 
 def _recording(value, defaults: dict, where: str, base: Path) -> Recording | None:
@@ -170,6 +174,11 @@ def _recording(value, defaults: dict, where: str, base: Path) -> Recording | Non
     _known(value, RECORD_KEYS, f"{where} record")
     settings = {**defaults, **value}
     folder = Path(settings.pop("folder", "recordings"))
+    keys = settings.pop("recovery-keys", [])
+    keys = [keys] if isinstance(keys, str) else keys
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+        raise InputError(f"{where}: record: recovery-keys is a list of public key files (veil keygen)")
+    settings["recovery-keys"] = tuple(k if Path(k).is_absolute() else str(base / k) for k in keys)
     try:
         fields = {RECORD_KEYS[key]: (float(v) * 1e9 if key == "keep-gb" else v) for key, v in settings.items()}
         if "segment_s" in fields:

@@ -4,13 +4,15 @@ renamed only when finished, so a file with a real name is always a complete reco
 Old segments go by age and by the camera's total size.
 
 Frames reach a recorder anonymised (it is a sink of the graph): nothing unanonymised is
-ever written. Timestamps stay on the live capture clock, so a segment starts at the time
+ever written. With recovery keys, each segment has its own sidecar of sealed originals
+(``SegmentSeals``), finished and named with it, and removed with it by retention. Timestamps stay on the live capture clock, so a segment starts at the time
 it covers in the run, with its audio in sync.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,10 @@ from veil.errors import InputError
 from veil.stream.elements import OutputSink
 from veil.stream.frame import Frame
 from veil.stream.io.partial import partial_path
+from veil.stream.io.provenance import marks
 from veil.stream.io.publish import LiveEncoderSink
+from veil.stream.options import Options
+from veil.stream.recovery.sidecar import SidecarWriter, sidecar_path
 
 FORMATS = ("mkv", "mp4")
 
@@ -35,6 +40,7 @@ class Recording:
     format: str = "mkv"
     keep_days: float | None = None
     keep_bytes: int | None = None
+    recovery_keys: tuple[str, ...] = ()  # public keys each segment's originals are sealed for
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -51,16 +57,100 @@ def segment_name(camera: str, started: float, format: str) -> str:
     return f"{camera}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(started))}.{format}"
 
 
+class SegmentPlan:
+    """Where each segment begins and what it is called, decided once by frame pts: the seal
+    stage (which sees each frame before it is anonymised) and the recorder (after) cut at
+    the same frame and agree on the file."""
+
+    def __init__(self, camera: str, recording: Recording):
+        self.camera, self.recording = camera, recording
+        self._segments: list[tuple[int, int, Path]] = []  # (first pts, end pts, file), the latest few
+        self._lock = threading.Lock()
+
+    def at(self, frame: Frame) -> Path:
+        """The file ``frame`` belongs in; a new segment's when it is past the latest one's end."""
+        with self._lock:
+            for start, end, path in reversed(self._segments):
+                if start <= frame.pts < end:
+                    return path
+            path = self._free_name()
+            self._segments = [*self._segments[-2:], (frame.pts, frame.pts + round(self.recording.segment_s / frame.time_base), path)]
+            return path
+
+    def _free_name(self) -> Path:
+        """This second's name, or with -2, -3 ... if a segment (or one being written) has it."""
+        path = self.recording.folder / segment_name(self.camera, time.time(), self.recording.format)
+        stem, count, given = path.stem, 1, {path for _, _, path in self._segments}
+        while path in given or path.exists() or partial_path(path).exists():
+            count += 1
+            path = path.with_name(f"{stem}-{count}{path.suffix}")
+        return path
+
+
+class SegmentSeals:
+    """The seal stage's writer for a recording (veil.stream.stages.seal): a sidecar per
+    segment, made when the segment's first frame is sealed; the recorder finishes it with
+    its segment (``finish``) or drops it (``discard``)."""
+
+    def __init__(self, plan: SegmentPlan, options: Options, *, width: int, height: int, rate: Fraction, time_base: Fraction,
+                 source: str):  # fmt: skip
+        self.plan, self.options = plan, options
+        self._settings = {"width": width, "height": height, "rate": rate, "time_base": time_base, "source": source, "mode": options.mode}
+        self._writers: dict[Path, SidecarWriter] = {}
+        self._lock = threading.Lock()
+
+    def at(self, frame: Frame) -> SidecarWriter:
+        path = self.plan.at(frame)
+        with self._lock:
+            if path not in self._writers:
+                self._writers[path] = SidecarWriter(path, self.options.recipients(), **self._settings)
+            return self._writers[path]
+
+    def id_of(self, video: Path) -> str | None:
+        with self._lock:
+            writer = self._writers.get(video)
+        return None if writer is None else writer.id_hex
+
+    def finish(self, video: Path) -> None:
+        """``video`` is finished: its sidecar closes with the file's hash."""
+        with self._lock:
+            writer = self._writers.pop(video, None)
+        if writer is not None:
+            writer.commit(video)
+
+    def discard(self, video: Path) -> None:
+        with self._lock:
+            writer = self._writers.pop(video, None)
+        if writer is not None:
+            writer.abort()
+
+    def commit(self, video: Path | None = None) -> None:
+        """After the run: the recorder finished every segment it wrote; a sidecar left is for
+        frames no segment holds, and goes."""
+        self.abort()
+
+    keep = commit
+
+    def abort(self) -> None:
+        with self._lock:
+            writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            writer.abort()
+
+
 class SegmentedRecorder(OutputSink):
-    """A camera's recording: a new segment whenever the current one holds ``segment_s``."""
+    """A camera's recording: a new segment whenever the current one holds ``segment_s``.
+    ``plan``: shared with the seals when there are any; ``options``: for the tags."""
 
     def __init__(self, camera: str, recording: Recording, *, width: int, height: int, rate: Fraction,
-                 time_base: Fraction, audio: bool, log: Callable[[str], None] = print):
+                 time_base: Fraction, audio: bool, log: Callable[[str], None] = print, options: Options | None = None,
+                 plan: SegmentPlan | None = None, seals: SegmentSeals | None = None):  # fmt: skip
         self.camera, self.recording, self.log = camera, recording, log
+        self.options, self.seals = options, seals
+        self.plan = plan or SegmentPlan(camera, recording)
         self._encoder_settings = {"width": width, "height": height, "rate": rate, "time_base": time_base, "audio": audio}
         self.recording.folder.mkdir(parents=True, exist_ok=True)
         self.current: LiveEncoderSink | None = None
-        self._segment_end = 0  # pts at which the current segment is full
         self.finished: list[Path] = []  # segments completed by this recorder, in order
 
     @property
@@ -72,27 +162,25 @@ class SegmentedRecorder(OutputSink):
         return None if self.current is None else self.current.path
 
     def write(self, frame: Frame) -> None:
-        if self.current is None or frame.pts >= self._segment_end:
-            self._next_segment(frame)
+        path = self.plan.at(frame)
+        if self.current is None or self.current.path != path:
+            self._next_segment(path)
         self.current.write(frame)
         self.frames += 1
 
-    def _next_segment(self, frame: Frame) -> None:
+    def _next_segment(self, path: Path) -> None:
         if self.current is not None:
             self.current.close()
-            self.finished.append(self.current.commit())
+            self._finish(self.current.commit())
             self._apply_retention()
-        self.current = LiveEncoderSink(str(self._free_name()), **self._encoder_settings, log=self.log)
-        self._segment_end = frame.pts + round(self.recording.segment_s / frame.time_base)
+        sidecar = None if self.seals is None else self.seals.id_of(path)
+        metadata = None if self.options is None else marks(self.options, sidecar)
+        self.current = LiveEncoderSink(str(path), **self._encoder_settings, log=self.log, metadata=metadata)
 
-    def _free_name(self) -> Path:
-        """This second's name, or with -2, -3 ... if a segment (or one being written) has it."""
-        path = self.recording.folder / segment_name(self.camera, time.time(), self.recording.format)
-        stem, count = path.stem, 1
-        while path.exists() or partial_path(path).exists():
-            count += 1
-            path = path.with_name(f"{stem}-{count}{path.suffix}")
-        return path
+    def _finish(self, written: Path) -> None:
+        self.finished.append(written)
+        if self.seals is not None:
+            self.seals.finish(written)
 
     def _apply_retention(self) -> None:
         """Remove this camera's finished segments older than keep_days, then the oldest while
@@ -108,7 +196,7 @@ class SegmentedRecorder(OutputSink):
                 self._remove(path, f"older than {recording.keep_days:g} days")
                 segments.remove(path)
         if recording.keep_bytes is not None:
-            sizes = {path: path.stat().st_size for path in segments}
+            sizes = {path: path.stat().st_size + _size(sidecar_path(path)) for path in segments}  # originals count too
             while segments and sum(sizes.values()) > recording.keep_bytes:
                 oldest_path = segments.pop(0)
                 sizes.pop(oldest_path)
@@ -116,6 +204,7 @@ class SegmentedRecorder(OutputSink):
 
     def _remove(self, path: Path, why: str) -> None:
         path.unlink(missing_ok=True)
+        sidecar_path(path).unlink(missing_ok=True)  # the originals go with the recording
         self.log(f"veil: {self.camera}: removed recording {path.name} ({why})")
 
     def close(self) -> None:
@@ -126,7 +215,7 @@ class SegmentedRecorder(OutputSink):
         """The last segment gets its real name."""
         if self.current is None:
             return None
-        self.finished.append(self.current.commit())
+        self._finish(self.current.commit())
         self.current = None
         return self.finished[-1]
 
@@ -138,4 +227,10 @@ class SegmentedRecorder(OutputSink):
     def abort(self) -> None:
         if self.current is not None:
             self.current.abort()
+            if self.seals is not None:
+                self.seals.discard(self.current.path)
             self.current = None
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0

@@ -113,6 +113,10 @@ class SidecarWriter:
     def id_hex(self) -> str:
         return self.id.hex()
 
+    def at(self, frame) -> SidecarWriter:
+        """The writer for ``frame``: this one (a segmented recording has one per segment)."""
+        return self
+
     def add(self, frame: int, pts: int, track: int, rect: tuple[int, int, int, int], pixels: np.ndarray) -> None:
         """One masked region's original pixels (``rect``: left, top, right, bottom)."""
         if track not in self._track_keys:

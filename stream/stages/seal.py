@@ -17,6 +17,7 @@ from veil.stream.anonymisers.classic import Anonymiser, host_bgr
 from veil.stream.elements import Stage
 from veil.stream.faces import Faces
 from veil.stream.frame import Frame
+from veil.stream.io.segments import SegmentSeals
 from veil.stream.recovery.sidecar import SidecarWriter
 
 
@@ -41,10 +42,11 @@ class SealStage(Stage):
 
     name = "seal"
 
-    def __init__(self, writer: SidecarWriter, anonymiser):
+    def __init__(self, writer: SidecarWriter | SegmentSeals, anonymiser):
         self.writer, self.anonymiser = writer, anonymiser
 
     def process(self, frame: Frame) -> Frame:
+        writer = self.writer.at(frame)
         faces = frame.faces_to_mask
         if faces is not None and len(faces):
             image = host_bgr(frame)  # the frame itself on the host; the GPU path's copied down
@@ -53,6 +55,6 @@ class SealStage(Stage):
                 rect = reach(self.anonymiser, faces, i, height, width)
                 if rect is not None:
                     left, top, right, bottom = rect
-                    self.writer.add(frame.index, frame.pts, int(faces.track_ids[i]), rect, image[top:bottom, left:right])
-        self.writer.end_frame()
+                    writer.add(frame.index, frame.pts, int(faces.track_ids[i]), rect, image[top:bottom, left:right])
+        writer.end_frame()
         return frame

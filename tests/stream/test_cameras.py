@@ -22,6 +22,9 @@ from tests.conftest import require, wait_for
 from tests.known_faces import judge_every_frame, numbered_clip
 from tests.stream.test_browser import CHROMIUM
 from veil.stream.cameras import LocalSite, Site, StatusServer
+from veil.stream.recovery.keys import generate, load_private
+from veil.stream.recovery.restore import open_for
+from veil.stream.recovery.sidecar import sidecar_path
 from veil.testing import timecode
 from veil.testing.privacy import decoded_frames
 from veil.testing.servers import GST_RTSP, NGINX_RTMP, Player, RtmpServer, RtspServer, free_port, nginx_rtmp_installed, rtsp_server_installed
@@ -47,6 +50,7 @@ def servers(tmp_path):
 def test_a_site_of_cameras_survives_a_camera_reboot_and_shows_no_face_anywhere(servers, tmp_path, gate):
     pictures, truth, rtsp, rtmp = servers
     (tmp_path / "junk.mp4").write_bytes(os.urandom(20000))
+    generate(tmp_path / "controller")
     status_port = free_port()
     (tmp_path / "site.toml").write_text(f"""
 [status]
@@ -54,6 +58,7 @@ listen = "127.0.0.1:{status_port}"
 [record]
 folder = "recordings"
 segment = 3
+recovery-keys = ["controller.pub"]
 [[camera]]
 name = "door"
 source = "{rtsp.url}"
@@ -117,15 +122,19 @@ record = true
     assert 'data-state="live"' in page and 'data-state="down"' in page
     assert len(gate.detect(screenshot)) == 0, "the status page's thumbnails show a face"
 
-    recordings = sorted((tmp_path / "recordings").iterdir())
-    names = [path.name for path in recordings]
-    assert not [name for name in names if ".partial" in name], names  # stopping names the last segments
+    names = [path.name for path in (tmp_path / "recordings").iterdir()]
+    assert not [name for name in names if ".partial" in name], names  # stopping names the last segments (and their sidecars)
+    recordings = sorted((tmp_path / "recordings").glob("*.mkv"))
+    assert sorted(sidecar_path(path).name for path in recordings) == sorted(name for name in names if name.endswith(".veilrec"))
     assert not [name for name in names if name.startswith(("yard", "junk"))], names
     door = [path for path in recordings if path.name.startswith("door-")]
     lobby = [path for path in recordings if path.name.startswith("lobby-")]
     assert len(door) >= 3 and len(lobby) >= 3, names
     with av.open(str(lobby[0])) as container:
         assert container.streams.audio, "the file camera's recording keeps its sound"
+    key = load_private(tmp_path / "controller.key")
+    sealed = [open_for(path, key) for path in door + lobby]  # each segment opens with its own sidecar
+    assert sum(bool(found.tracks()) for found in sealed) >= len(sealed) // 2
     images = [image for path in door + lobby for _, image in decoded_frames(path, every=2)]
     assert player.video_frames > 30, f"only {player.video_frames} frames of the restream came back"
     images += player.images[::2]

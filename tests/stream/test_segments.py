@@ -11,9 +11,16 @@ import av
 import numpy as np
 import pytest
 
+from veil.stream.faces import Faces
 from veil.stream.frame import Frame
 from veil.stream.io.live import CLOCK
-from veil.stream.io.segments import Recording, SegmentedRecorder
+from veil.stream.io.provenance import tags_of
+from veil.stream.io.segments import Recording, SegmentedRecorder, SegmentPlan, SegmentSeals
+from veil.stream.options import Options
+from veil.stream.recovery.keys import generate, load_private
+from veil.stream.recovery.restore import open_for
+from veil.stream.recovery.sidecar import sidecar_path
+from veil.stream.stages.seal import SealStage
 
 FPS = 10
 
@@ -88,3 +95,37 @@ def test_segments_older_than_keep_days_go_and_nothing_else_does(tmp_path, other)
     sink.commit()
     assert not old.exists() and (tmp_path / other).exists()  # another camera's files and other files stay
     assert len(sink.finished) == 2 and all(p.exists() for p in sink.finished)
+
+
+def test_each_segment_has_its_own_sealed_originals_that_open_with_it_and_go_with_it(tmp_path):
+    generate(tmp_path / "controller")
+    key = load_private(tmp_path / "controller.key")
+    recording = Recording(tmp_path / "rec", segment_s=2.0, keep_days=1.0, recovery_keys=(str(tmp_path / "controller.pub"),))
+    options = Options(progress=False, recovery_keys=recording.recovery_keys)
+    plan = SegmentPlan("gate", recording)
+    seals = SegmentSeals(plan, options, width=128, height=96, rate=FPS, time_base=CLOCK, source="rtsp://camera")
+    sink = SegmentedRecorder("gate", recording, width=128, height=96, rate=FPS, time_base=CLOCK, audio=False, options=options,
+                             plan=plan, seals=seals)  # fmt: skip
+    stage = SealStage(seals, options.anonymiser())
+    originals = {}
+    for frame in frames(50):
+        frame = frame.replace(tracks=Faces.from_boxes([[40, 30, 80, 70]], track_ids=[7]))
+        originals[frame.pts] = frame.image.copy()
+        sink.write(stage.process(frame))  # (not anonymised: only where the cut falls matters here)
+    sink.close()
+    sink.commit()
+    seals.commit()
+    assert len(sink.finished) == 3
+    for path in sink.finished:
+        with av.open(str(path)) as container:
+            assert tags_of(container)["veil_recovery"]  # the segment names its own sidecar
+        sealed = open_for(path, key)  # made with this very segment: its id and hash match
+        pts = sorted(region.pts for region in sealed.tracks()[7])
+        assert len(pts) == frame_count(path)
+        first = sealed.tracks()[7][0]
+        assert (sealed.pixels(first) == originals[first.pts][first.rect[1]:first.rect[3], first.rect[0]:first.rect[2]]).all()
+    old = sink.finished[0]
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    sink._apply_retention()
+    assert not old.exists() and not sidecar_path(old).exists()
+    assert all(sidecar_path(path).exists() for path in sink.finished[1:])

@@ -7,6 +7,7 @@ import pytest
 
 from veil.errors import InputError
 from veil.stream.cameras.site import Site
+from veil.stream.recovery.keys import generate
 
 PIPELINE = """
 [[element]]
@@ -69,6 +70,8 @@ def test_a_camera_may_give_its_own_pipeline_as_a_launch_line(tmp_path):
     (PIPELINE + "[batch]\nwait-ms = 500\n" + camera(), r"wait-ms is 0 to 100"),
     ("[[element]]\nname = \"track\"\n[[element]]\nname = \"blur\"\n" + camera(), r"a pipeline needs exactly one detector"),
     (PIPELINE + "[[camera\n", r"cannot read site file"),
+    (PIPELINE + "[record]\nrecovery-keys = 3\n" + camera(), r"recovery-keys is a list of public key files"),
+    (PIPELINE + '[record]\nrecovery-keys = ["nothere.pub"]\n' + camera(), r"camera 'gate': .*nothere.pub"),
 ])  # fmt: skip
 def test_every_fault_in_a_site_file_is_one_clear_error(tmp_path, text, message):
     with pytest.raises(InputError, match=message):
@@ -78,3 +81,11 @@ def test_every_fault_in_a_site_file_is_one_clear_error(tmp_path, text, message):
 def test_a_missing_site_file_says_so(tmp_path):
     with pytest.raises(InputError, match="cannot read site file .*nothere.toml: No such file"):
         Site.load(tmp_path / "nothere.toml")
+
+
+def test_recordings_seal_for_the_site_keys_found_beside_the_site_file(tmp_path):
+    generate(tmp_path / "controller")
+    loaded = site(tmp_path, PIPELINE + '[record]\nrecovery-keys = ["controller.pub"]\n' + camera() + camera("door", extra="outputs = ['rtmp://x/y']"))
+    gate, door = loaded.cameras
+    assert gate.record.recovery_keys == (str(tmp_path / "controller.pub"),)
+    assert gate.options().recipients() and door.record is None and not door.options().recovery_keys
