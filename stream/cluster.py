@@ -153,6 +153,7 @@ def run_folder_on_ray(input_dir, output_dir, options: Options, address: str, *, 
         raise InputError(f"--ray spreads a folder's files; {input_dir} is not a folder")
     if options.audit:
         raise InputError("--audit writes one log in one place; run the folder without --ray to audit it")
+    options.people()  # a bad reference fails here, not on every worker (each loads them again)
     media, skipped = folder_media(input_dir, output_dir)
     ray = connect(address)
     task = ray.remote(num_cpus=1, max_retries=0)(_anonymise_file)

@@ -26,6 +26,9 @@ class Frame:
     index: position in the source, from 0.
     detections: this frame's detector output (None where the detector did not run).
     tracks: the faces to mask: detections plus the tracker's coasting predictions.
+    kept: the tracked faces left visible on purpose (``--keep``/``--only``, veil.stream.stages.select);
+      None when no selection ran. decisions: why each of them was masked or shown, by track
+      id (for the audit log).
     audio: the audio that the source read since the previous video frame; the sink
       writes it after this frame, so sound travels in order and in sync without a
       side channel. File sources carry compressed ``av.Packet``s (stream-copied);
@@ -42,6 +45,8 @@ class Frame:
     index: int
     detections: Faces | None = None
     tracks: Faces | None = None
+    kept: Faces | None = None
+    decisions: dict = field(default_factory=dict)
     audio: tuple = field(default=(), repr=False)
     captured: float | None = None
     failure: BaseException | None = None

@@ -62,6 +62,8 @@ LIMITS = {
     "margin": Limit("margin", 0, 5, "face sizes per side"),
     "threshold": Limit("detector score threshold", 0.05, 0.5,
                        why="below 0.05 nearly everything is a face; above 0.5 real faces were missed"),
+    "match_threshold": Limit("match threshold", 0.1, 0.9, "(SFace cosine)",
+                             why="below 0.1 strangers match; above 0.9 nobody matches even their own photo"),
     "detect_size": Limit("detector input size", 64, 4096, "px", integer=True),
     "detect_every": Limit("detection interval", 1, 10, "frames", integer=True),
     "keyframe_every": Limit("keyframe interval", 1, 1000, "frames", integer=True),

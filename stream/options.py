@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from veil.errors import InputError
 from veil.stream.anonymisers.propagate import KEYFRAME_EVERY
 from veil.stream.limits import LIMITS
+
+REFERENCE_SCORE = 0.8  # a reference photo's face must be clear: not the low threshold that finds every face in a frame
 
 
 @dataclass
@@ -30,6 +33,9 @@ class Options:
     backfill_s: float = 0.2
     audit: str | None = None
     recovery_keys: tuple[str, ...] = ()  # public keys to seal the originals for (a sidecar beside each output file)
+    keep: tuple[str, ...] = ()  # reference photos or folders of people left visible (veil.stream.stages.select)
+    only: tuple[str, ...] = ()  # ... or of the only people hidden
+    match_threshold: float | None = None  # SFace cosine a match needs; None: the selection's default
     stage_timeout: float = 30.0
     progress: bool = True
     # live runs
@@ -40,6 +46,7 @@ class Options:
 
     _anonymiser: object = field(default=None, init=False, repr=False, compare=False)
     _recipients: list = field(default_factory=list, init=False, repr=False, compare=False)
+    _people: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         """Every number in range before anything opens."""
@@ -51,12 +58,21 @@ class Options:
 
             self.recovery_keys = tuple(str(path) for path in self.recovery_keys)
             self._recipients = [load_public(path) for path in self.recovery_keys]  # a bad key fails now
+        if self.keep and self.only:
+            raise InputError("--keep and --only do not go together: keep some people visible, or hide only some")
+        self.keep, self.only = tuple(str(p) for p in self.keep), tuple(str(p) for p in self.only)
+        if self.match_threshold is not None:
+            self.match_threshold = LIMITS["match_threshold"].check(self.match_threshold)
         if self.target_delay_s is not None:
             self.target_delay_s = LIMITS["target_delay_ms"].check(self.target_delay_s * 1000) / 1000
         if "score_threshold" in self.detector_options:
             LIMITS["threshold"].check(self.detector_options["score_threshold"])
         if self.detector_options.get("input_size") is not None:
             LIMITS["detect_size"].check(self.detector_options["input_size"])
+
+    def __getstate__(self) -> dict:
+        """Sent to another process (Ray's workers) without the models it loaded: they load there."""
+        return {**self.__dict__, "_anonymiser": None, "_people": None}
 
     def share_anonymiser(self, shared: dict) -> None:
         """Take the anonymiser of an earlier run with the same hiding settings from ``shared``
@@ -68,6 +84,23 @@ class Options:
     def recipients(self) -> list:
         """The recovery keys, loaded (veil.stream.recovery.keys.Recipient)."""
         return self._recipients
+
+    @property
+    def selection(self) -> str | None:
+        """"keep", "only" or None: whether some people are treated apart from the rest."""
+        return "keep" if self.keep else "only" if self.only else None
+
+    def people(self):
+        """The reference people, loaded once (veil.stream.identify.references); a reference
+        without a clear face fails here, before any frame."""
+        if self._people is None and self.selection:
+            from veil.stream.detectors import make_detector
+            from veil.stream.identify.recogniser import Recogniser
+            from veil.stream.identify.references import load_people
+
+            detector = make_detector("yunet", backend=self.backend, device=self.device, score_threshold=REFERENCE_SCORE)
+            self._people = load_people(self.keep or self.only, Recogniser(self.backend, self.device), detector)
+        return self._people
 
     def anonymiser(self):
         """The run's one anonymiser (stateless, shared by its graphs); a bad mode fails here."""

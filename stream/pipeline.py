@@ -25,9 +25,10 @@ from veil.stream.graph import Graph, RunReport
 from veil.stream.io.audit import AuditLog
 from veil.stream.options import Options
 from veil.stream.recovery.sidecar import SidecarWriter
-from veil.stream.stages import AnonymiseStage, AuditStage, BackfillStage, DetectStage, SealStage, TrackStage
+from veil.stream.stages import AnonymiseStage, AuditStage, BackfillStage, DetectStage, SealStage, SelectStage, TrackStage
 from veil.stream.tracker import Tracker
 
+ONLY_HOLD_S = 2.0  # --only in files: a track that matches is masked this far back before its match too
 LIVE_IN_FLIGHT = 2  # frames inside a live graph at once: one detecting, one finishing
 STAGE_OF = {"detector": "detect", "track": "track", "backfill": "backfill", "audit": "audit", "anonymiser": "anonymise"}
 
@@ -50,12 +51,14 @@ def live_detector(options: Options, **extra) -> Detector:
 
 
 def build_stages(options: Options, detector: Detector, fps: float, *, live: bool = False, i420: bool = True,
-                 audit: AuditLog | None = None, file: str | None = None, seal: SidecarWriter | None = None) -> tuple[list[Stage], object]:
+                 audit: AuditLog | None = None, file: str | None = None, seal: SidecarWriter | None = None,
+                 controls=None) -> tuple[list[Stage], object]:  # fmt: skip
     """Detect, track, (backfill), (audit), (seal), anonymise, and the counter of host <-> device
     copies (None off the GPU path). Live runs do not backfill: it would hold frames back
     and add its whole window to the latency. ``i420``: frames on the device come back as
     I420 (False: BGR, for a sink that takes nothing else). ``file`` names the input in the
-    audit lines. ``seal``: the recovery sidecar the originals of the masked regions go to."""
+    audit lines. ``seal``: the recovery sidecar the originals of the masked regions go to.
+    ``controls``: a live graph's veil.stream.controls.LiveControls, its anonymiser and selection."""
     resident = options.device == "cuda" if options.frames_on_device is None else options.frames_on_device
     transfers = None
     if resident:
@@ -69,6 +72,12 @@ def build_stages(options: Options, detector: Detector, fps: float, *, live: bool
         DetectStage(detector, every=options.detect_every),
         TrackStage(Tracker(max_coast_s=options.coast_s, tentative_coast_s=options.tentative_coast_s, fps=fps)),
     ]
+    if options.selection or controls is not None:
+        if resident:
+            raise InputError("--keep and --only run on the host frame path; leave --device cuda's frames off the device")
+        hold = 0 if live else round(ONLY_HOLD_S * fps)
+        stages.append(controls.select if controls is not None else
+                      SelectStage(options.selection, options.people(), threshold=options.match_threshold, hold=hold))  # fmt: skip
     if resident:
         stages.insert(0, gpu.UploadStage(transfers))
     if not live:
@@ -77,7 +86,7 @@ def build_stages(options: Options, detector: Detector, fps: float, *, live: bool
         stages.append(AuditStage(audit, file))
     if seal is not None:
         stages.append(SealStage(seal, options.anonymiser()))
-    stages.append(AnonymiseStage(stream_anonymiser(options, live=live, transfers=transfers)))
+    stages.append(AnonymiseStage(controls if controls is not None else stream_anonymiser(options, live=live, transfers=transfers)))
     if resident:
         stages.append(gpu.DownloadStage(transfers, i420=i420))
     return stages, transfers
@@ -102,7 +111,7 @@ class Pipeline:
     built, to share between pipelines (the WebRTC server's cameras do); by default each
     pipeline builds its own, as a file or a live run needs it."""
 
-    def __init__(self, spec: str | Description | Options | list, *, detector: Detector | None = None, **settings):
+    def __init__(self, spec: str | Description | Options | list, *, detector: Detector | None = None, controls=None, **settings):
         self.custom: list[tuple[str | None, Stage]] = []  # (after the stage of this element, stage)
         if isinstance(spec, list):
             texts, after = [], None
@@ -119,13 +128,15 @@ class Pipeline:
             spec = Description.parse(spec)
         self.options = spec.options(**settings) if isinstance(spec, Description) else spec
         self.options.anonymiser()  # a bad mode fails now, before any source opens
-        self.detector = detector
+        self.options.people()  # and a reference without a clear face
+        self.detector, self.controls = detector, controls
 
     def stages(self, fps: float, *, live: bool, i420: bool = True, audit: AuditLog | None = None,
                file: str | None = None, seal: SidecarWriter | None = None) -> tuple[list[Stage], object]:
         if self.detector is None:
             self.detector = (live_detector if live else file_detector)(self.options)
-        built, transfers = build_stages(self.options, self.detector, fps, live=live, i420=i420, audit=audit, file=file, seal=seal)
+        built, transfers = build_stages(self.options, self.detector, fps, live=live, i420=i420, audit=audit, file=file, seal=seal,
+                                        controls=self.controls)  # fmt: skip
         stages = [stage for after, stage in self.custom if after is None]
         for stage in built:
             stages.append(stage)

@@ -78,12 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     anonymise.add_argument("--coast-tentative", type=_number("tentative_coast_s"), default=0.25, metavar="S", help="the same for a face detected only once (often a false alarm)")
     anonymise.add_argument("--stage-timeout", type=_number("stage_timeout"), default=30.0, metavar="S", help="fail the run if a stage takes longer than S seconds on one frame")
 
+    select = _Parser(add_help=False)
+    select.add_argument("--keep", action="append", metavar="REF", help="leave these people visible: a photo, or a folder of one person's photos, "
+                        "or a folder of such folders; repeat for more. A face is shown only after it matched confidently")
+    select.add_argument("--only", action="append", metavar="REF", help="hide only these people (as --keep names them); everyone else stays "
+                        "visible, and a person the recogniser misses is shown")
+    select.add_argument("--match-threshold", type=_number("match_threshold"), metavar="COS", help="SFace cosine similarity a match needs (default: 0.45 for --keep, 0.30 for --only)")
+
     live = _Parser(add_help=False)
     live.add_argument("--target-delay", type=_number("target_delay_ms"), metavar="MS", help="live: output each frame MS after its capture, a constant delay that audio can be matched to")
     live.add_argument("--reconnect", type=_number("reconnect_s"), default=30.0, metavar="S", help="live: keep reconnecting a lost source or output for S seconds before giving up")
     live.add_argument("-v", "--verbose", action="store_true", help="live: print latency and drops every few seconds")
 
-    run = commands.add_parser("run", parents=[anonymise, live], help="anonymise a video, photo, folder or stream")
+    run = commands.add_parser("run", parents=[anonymise, select, live], help="anonymise a video, photo, folder or stream")
     run.add_argument("input", nargs="?", help="video file, stream URL (rtsp://, rtmp://, ...), camera (/dev/video0), photo, or folder")
     run.add_argument("-o", "--output", help="output file or folder, rtmp://host/app/key, or webrtc://host:port")
     run.add_argument("--pipeline", metavar="FILE", help="the graph as a TOML file (its source and sink unless INPUT and -o are given) instead of the flags")
@@ -100,11 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     launch.add_argument("-v", "--verbose", action="store_true", help="live: print latency and drops every few seconds")
 
-    serve = commands.add_parser("serve", parents=[anonymise, live], help="web page: your browser camera in, anonymised video back over WebRTC")
+    serve = commands.add_parser("serve", parents=[anonymise, select, live], help="web page: your browser camera in, anonymised video back over WebRTC")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for other machines; browsers need https for cameras off localhost)")
     serve.add_argument("--port", type=_number("port"), default=8080)
 
-    camera = commands.add_parser("camera", parents=[anonymise, live], help="webcam in, anonymised virtual camera out (for Zoom, Meet, OBS)")
+    camera = commands.add_parser("camera", parents=[anonymise, select, live], help="webcam in, anonymised virtual camera out (for Zoom, Meet, OBS)")
     camera.add_argument("--webcam", default="/dev/video0", help="the webcam (/dev/videoN; video=NAME on Windows; an index on macOS)")
     camera.add_argument("--output-device", help="the virtual camera (default: the first one pyvirtualcam finds)")
     camera.add_argument("--size", type=_size, metavar="WxH", help="ask the webcam for this size, e.g. 1280x720")
@@ -225,12 +232,13 @@ def _description(args, parser):
 def _run(description, args) -> None:
     from veil.stream.jobs import run
 
-    sealing = {"recovery_keys": tuple(args.recovery_key)} if getattr(args, "recovery_key", None) else {}
+    extra = {"recovery_keys": tuple(args.recovery_key)} if getattr(args, "recovery_key", None) else {}
+    extra.update(_selection(args))
     if getattr(args, "ray", None):
         from veil.stream.cluster import run_folder_on_ray
 
-        return run_folder_on_ray(description.source, description.sink, description.options(progress=not args.quiet, **sealing), args.ray)
-    run(description.source, description.sink, description.options(progress=not args.quiet, verbose=args.verbose, **sealing))
+        return run_folder_on_ray(description.source, description.sink, description.options(progress=not args.quiet, **extra), args.ray)
+    run(description.source, description.sink, description.options(progress=not args.quiet, verbose=args.verbose, **extra))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,7 +325,15 @@ def _settings(args):
     """A live command's settings, through the same description a run's go through."""
     from veil.stream.description import Description
 
-    return Description.of(_options(args)).options(verbose=args.verbose)
+    return Description.of(_options(args)).options(verbose=args.verbose, **_selection(args))
+
+
+def _selection(args) -> dict:
+    """--keep, --only and --match-threshold, as Options takes them."""
+    chosen = {name: tuple(getattr(args, name)) for name in ("keep", "only") if getattr(args, name, None)}
+    if getattr(args, "match_threshold", None) is not None:
+        chosen["match_threshold"] = args.match_threshold
+    return chosen
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@
     outputs = ["rtmp://127.0.0.1/live/gate"]
     record = true
     mode = "pixelate"             # overrides: detector, mode, size, threshold, tiles, coast, ...
+    keep = ["staff/"]             # or only = [...]: people left visible (or the only ones hidden)
 
 Optional tables: ``[status] listen = "127.0.0.1:8090"`` (the status page and /metrics),
 ``[batch] wait-ms = 5`` (how long a detector call waits for other cameras' frames), and
@@ -41,7 +42,7 @@ from veil.stream.io.segments import Recording
 from veil.stream.options import Options
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # file names and metric labels carry it
-CAMERA_KEYS = ("name", "source", "outputs", "record", "pipeline", *OVERRIDES)
+CAMERA_KEYS = ("name", "source", "outputs", "record", "pipeline", "keep", "only", *OVERRIDES)
 RECORD_KEYS = {"folder": "folder", "segment": "segment_s", "format": "format", "keep-days": "keep_days", "keep-gb": "keep_bytes",
                "recovery-keys": "recovery_keys"}  # fmt: skip
 SITE_KEYS = ("element", "source", "status", "record", "batch", "cluster", "camera")
@@ -58,10 +59,11 @@ class CameraSpec:
     outputs: tuple[str, ...]
     record: Recording | None
     description: Description
+    selection: dict = field(default_factory=dict)  # keep = [...] or only = [...]: reference photos or folders
 
     def options(self) -> Options:
         sealing = {"recovery_keys": self.record.recovery_keys} if self.record is not None and self.record.recovery_keys else {}
-        return self.description.options(progress=False, **sealing)
+        return self.description.options(progress=False, **sealing, **self.selection)
 
 
 @dataclass(frozen=True)
@@ -154,9 +156,17 @@ def _camera(table, defaults: Description, record: dict, where, number: int, base
     changes = {key: value for key, value in table.items() if key in OVERRIDES}
     description = description.overridden(changes, here) if changes else description
     description = Description(description.elements, source, None, dict(description.source_properties), {})
-    camera = CameraSpec(name, source, tuple(outputs), recording, description)
+    selection = {}
+    for key in ("keep", "only"):
+        references = [table[key]] if isinstance(table.get(key), str) else table.get(key, [])
+        if not isinstance(references, list) or not all(isinstance(r, str) and r for r in references):
+            raise InputError(f"{here}: {key} is a list of reference photos or folders")
+        if references:
+            selection[key] = tuple(r if Path(r).is_absolute() else str(base / r) for r in references)
+    camera = CameraSpec(name, source, tuple(outputs), recording, description, selection)
     try:
         options = camera.options()  # a bad key fails here, before anything opens
+        options.people()  # and a reference without a clear face
     except InputError as error:
         raise InputError(f"{here}: {error}") from None
     if options.audit:

@@ -21,6 +21,7 @@ def run(input_path: str, output_path: str, options: Options, *, log=print) -> No
     """Anonymise ``input_path`` into ``output_path``; raise VeilError on failure."""
     check_paths(input_path, output_path)
     options.anonymiser()  # a bad mode fails before any model loads or any file is opened
+    options.people()  # so does a reference photo without one clear face
     if options.live or is_live_url(input_path) or is_live_output(output_path):
         run_live_job(input_path, output_path, options, live_detector(options), log=log)
         return

@@ -10,6 +10,8 @@ import numpy as np
 
 from veil.errors import InputError, OutputError
 from veil.stream.detectors import Detector
+from veil.stream.faces import Faces
+from veil.stream.frame import Frame
 from veil.stream.io import credentials
 from veil.stream.io.audit import AuditLog
 from veil.stream.io.partial import PartialFile
@@ -19,6 +21,7 @@ from veil.stream.options import Options
 from veil.stream.recovery.sidecar import SidecarWriter
 from veil.stream.stages.audit import record
 from veil.stream.stages.seal import reach
+from veil.stream.stages.select import SelectStage
 
 
 def read_photo(path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -38,7 +41,7 @@ def run_image(input_path, output_path, options: Options, detector: Detector, *, 
     output = Path(output_path)
     check_kind(input_path, output, photo=True)
     image, alpha = read_photo(input_path)
-    faces = detector.detect(image)
+    faces, kept, decisions = select_in_photo(image, detector.detect(image), options)
     result = options.anonymiser().apply(image, faces)
     if alpha is not None:
         if output.suffix.lower() in ALPHA_SUFFIXES:
@@ -58,7 +61,7 @@ def run_image(input_path, output_path, options: Options, detector: Detector, *, 
         if not written:
             raise OutputError(f"cannot write {output}")
         credentials.sign(file.partial, marks(options, None if seal is None else seal.id_hex), title=output.name)
-        (audit or own_audit or _NoLog).write(record(0, 0, 0.0, faces, label))
+        (audit or own_audit or _NoLog).write(record(0, 0, 0.0, faces, label, kept=kept, decisions=decisions))
         if own_audit is not None:
             own_audit.close()
     except BaseException:
@@ -74,6 +77,17 @@ def run_image(input_path, output_path, options: Options, detector: Detector, *, 
         seal.commit(output)
         log(f"veil: sealed the originals of the masked regions in {seal.path}")
     log(f"veil: wrote {output}: {len(faces)} faces anonymised")
+
+
+def select_in_photo(image: np.ndarray, faces: Faces, options: Options) -> tuple[Faces, Faces | None, dict]:
+    """With --keep or --only: the faces to mask, those left visible and why. A photo is one
+    judged frame, so one confident match is all a kept face can have."""
+    if not options.selection:
+        return faces, None, {}
+    tracked = Faces(faces.boxes, faces.scores, faces.landmarks, np.arange(len(faces)), faces.detected)
+    stage = SelectStage(options.selection, options.people(), threshold=options.match_threshold, confirm=1)
+    (decided,) = stage.process(Frame(image=image, pts=0, time_base=Fraction(1), index=0, tracks=tracked))
+    return decided.tracks, decided.kept, decided.decisions
 
 
 def seal_photo(image: np.ndarray, faces, output: Path, source: str, options: Options) -> SidecarWriter:

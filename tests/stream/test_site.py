@@ -71,6 +71,8 @@ def test_a_camera_may_give_its_own_pipeline_as_a_launch_line(tmp_path):
     ("[[element]]\nname = \"track\"\n[[element]]\nname = \"blur\"\n" + camera(), r"a pipeline needs exactly one detector"),
     (PIPELINE + "[[camera\n", r"cannot read site file"),
     (PIPELINE + "[record]\nrecovery-keys = 3\n" + camera(), r"recovery-keys is a list of public key files"),
+    (PIPELINE + camera(extra="record = true\nkeep = 3"), r"camera 'gate': keep is a list of reference photos or folders"),
+    (PIPELINE + camera(extra='record = true\nonly = ["nobody.jpg"]'), r"camera 'gate': reference .*nobody.jpg: no such photo or folder"),
     (PIPELINE + '[record]\nrecovery-keys = ["nothere.pub"]\n' + camera(), r"camera 'gate': .*nothere.pub"),
 ])  # fmt: skip
 def test_every_fault_in_a_site_file_is_one_clear_error(tmp_path, text, message):
@@ -89,3 +91,13 @@ def test_recordings_seal_for_the_site_keys_found_beside_the_site_file(tmp_path):
     gate, door = loaded.cameras
     assert gate.record.recovery_keys == (str(tmp_path / "controller.pub"),)
     assert gate.options().recipients() and door.record is None and not door.options().recovery_keys
+
+
+def test_a_camera_keeps_the_people_of_its_references_found_beside_the_site_file(tmp_path):
+    import cv2
+    import skimage.data
+
+    cv2.imwrite(str(tmp_path / "astronaut.png"), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    gate, door = site(tmp_path, PIPELINE + camera(extra='record = true\nkeep = "astronaut.png"') + camera("door")).cameras
+    assert gate.options().keep == (str(tmp_path / "astronaut.png"),) and gate.options().people().names == ["astronaut"]
+    assert door.options().selection is None

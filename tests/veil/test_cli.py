@@ -155,7 +155,7 @@ def test_a_write_failure_mid_run_is_a_one_line_output_error(example_clip, tmp_pa
 
 NUMERIC_FLAGS = [
     "--keyframe-every", "--threshold", "--detect-size", "--detect-every", "--strength", "--margin", "--coast",
-    "--coast-tentative", "--stage-timeout", "--target-delay", "--reconnect", "--backfill",
+    "--coast-tentative", "--stage-timeout", "--target-delay", "--reconnect", "--backfill", "--match-threshold",
 ]  # fmt: skip
 BAD_VALUES = ["nan", "inf", "-inf", "0", "-1", "1e9", "1e400", "abc"]
 

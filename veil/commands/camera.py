@@ -26,6 +26,7 @@ def run_camera(
     gone; raise OutputError (exit 2) at once when there is no virtual camera.
     ``camera`` replaces ``pyvirtualcam.Camera``, as in ``VirtualCameraSink``."""
     options.anonymiser()  # a bad mode or shape fails before any device opens
+    options.people()  # and a --keep or --only reference without a clear face
     width, height = parse_size(size) if size else PROBE_SIZE
     if fps is not None and fps <= 0:
         raise InputError(f"a camera frame rate must be positive, got {fps:g}")
