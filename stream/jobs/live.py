@@ -20,17 +20,20 @@ from veil.stream.recovery.sidecar import SidecarWriter
 LIVE_REPORT_EVERY_S = 5.0
 
 
-def run_live(source: Source, sink: Sink, options: Options, detector: Detector, *, log=print, seal=None) -> RunReport:
+def run_live(source: Source, sink: Sink, options: Options, detector: Detector, *, log=print, seal=None, controls=None) -> RunReport:
     """Run a live source into a sink until the source ends or Ctrl-C; the sink is always
     closed, a recording finished and named. Prints capture-to-output latency and drops at
-    the end, and every few seconds with ``options.verbose``."""
-    pipeline = Pipeline(options, detector=detector)
+    the end, and every few seconds with ``options.verbose``. ``controls``: what the user
+    may change as it runs (veil.stream.controls.LiveControls)."""
+    pipeline = Pipeline(options, detector=detector, controls=controls)
     last_report = [time.monotonic()]
     progress: list[RunReport] = []
 
     def on_frame(frame, report):
         now = time.monotonic()
         progress[:] = [report]
+        if controls is not None:
+            controls.on_frame(frame)
         if options.verbose and now - last_report[0] >= LIVE_REPORT_EVERY_S:
             last_report[0] = now
             log(live_line(report, source))

@@ -6,13 +6,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from veil.errors import MissingDependency, OutputError, reason
-from veil.stream.elements import Sink, Source
+from veil.errors import MissingDependency, OutputError, VeilError, reason
 from veil.stream.frame import Frame
 from veil.stream.io.webrtc.session import CameraSession
 from veil.stream.io.webrtc.tracks import Broadcast, discard
@@ -41,9 +41,10 @@ class WebRtcServer:
     in its own thread. ``start()`` binds the port (``OutputError`` when it cannot);
     ``stop()`` hangs up on every peer and joins every thread, each with a timeout.
 
-    ``run_graph(source, sink, log)`` runs each camera's graph (``veil serve`` gives one
-    that runs the live pipeline); without it the server serves viewers only
-    (``WebRtcSink``): frames come from ``publish``. ``tap`` sees every frame a camera's
+    ``run_graph(source, sink, log, controls)`` runs each camera's graph (``veil serve`` gives
+    one that runs the live pipeline); without it the server serves viewers only
+    (``WebRtcSink``): frames come from ``publish``. ``controls()`` makes each camera's
+    veil.stream.controls.LiveControls, which the page reads and changes at ``/session/N``. ``tap`` sees every frame a camera's
     graph outputs, in that graph's sink thread (tests use it to judge what leaves the
     server).
     """
@@ -53,13 +54,14 @@ class WebRtcServer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         *,
-        run_graph: Callable[[Source, Sink, Callable[[str], None]], object] | None = None,
+        run_graph: Callable[..., object] | None = None,
+        controls: Callable[[], object] | None = None,
         max_cameras: int = MAX_CAMERAS,
         tap: Callable[[Frame], None] | None = None,
         log: Callable[[str], None] = print,
     ):
         self.host, self.port = host, port
-        self.run_graph = run_graph
+        self.run_graph, self.controls = run_graph, controls
         self.cameras, self.max_cameras = run_graph is not None, max_cameras
         self.tap, self.log = tap, log
         self.sessions: list[CameraSession] = []
@@ -167,6 +169,8 @@ class WebRtcServer:
         app.router.add_get("/", self._page)
         app.router.add_post("/offer", self._offer)
         app.router.add_post("/watch", self._watch)
+        app.router.add_get("/session/{number}", self._session_status)
+        app.router.add_post("/session/{number}", self._session_change)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
@@ -213,7 +217,12 @@ class WebRtcServer:
             if track is not video[0]:
                 asyncio.ensure_future(discard(track))  # only one video is returned
         self._numbers += 1
-        session = CameraSession(self, pc, self._numbers)
+        try:
+            controls = None if self.controls is None else await asyncio.get_running_loop().run_in_executor(None, self.controls)
+        except BaseException:
+            await self._hang_up(pc)
+            raise
+        session = CameraSession(self, pc, self._numbers, controls)
         pc.addTrack(session.output)
         self.sessions.append(session)
         self._broadcast.add_source(session)
@@ -226,7 +235,9 @@ class WebRtcServer:
             await self._hang_up(pc)
             raise
         self.log(f"veil: camera {session.number} connected")
-        return answer
+        if controls is None:
+            return answer
+        return web.json_response({**json.loads(answer.text), "session": session.number})  # the page's controls are at /session/N
 
     async def _watch(self, request: web.Request) -> web.Response:
         """A viewer: receive-only, gets the broadcast."""
@@ -246,6 +257,31 @@ class WebRtcServer:
             self._broadcast.unsubscribe(track)
             await self._hang_up(pc)
             raise
+
+    def _session(self, request: web.Request) -> CameraSession:
+        found = [s for s in self.sessions if str(s.number) == request.match_info["number"] and s.controls is not None]
+        if not found:
+            raise web.HTTPNotFound(text=f"no camera {request.match_info['number']} on this server (it stopped, or never was)")
+        return found[0]
+
+    async def _session_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._session(request).controls.status())
+
+    async def _session_change(self, request: web.Request) -> web.Response:
+        """``{"mode": ..., "strength": ..., "keep": true|false}``: any of them."""
+        session = self._session(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text='the body is not JSON: expected {"mode": ..., "strength": ..., "keep": ...}') from None
+        if not isinstance(body, dict) or set(body) - {"mode", "strength", "keep"}:
+            raise web.HTTPBadRequest(text="expected a JSON object of mode, strength and keep")
+        change = functools.partial(session.controls.change, **body)
+        try:
+            status = await asyncio.get_running_loop().run_in_executor(None, change)  # a generator may load
+        except (VeilError, TypeError, ValueError) as error:
+            raise web.HTTPBadRequest(text=str(error)) from None
+        return web.json_response(status)
 
     async def _accept(self, offer: RTCSessionDescription) -> tuple[RTCPeerConnection, list]:
         pc = RTCPeerConnection()

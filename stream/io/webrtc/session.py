@@ -57,8 +57,8 @@ class SessionSink(Sink):
 class CameraSession:
     """One browser camera: its peer connection, its slot, its graph thread."""
 
-    def __init__(self, server: WebRtcServer, pc: RTCPeerConnection, number: int):
-        self.server, self.pc, self.number = server, pc, number
+    def __init__(self, server: WebRtcServer, pc: RTCPeerConnection, number: int, controls=None):
+        self.server, self.pc, self.number, self.controls = server, pc, number, controls
         self.slot = FrameSlot()
         self.output = OutputTrack(restamp=False)
         self.frames_in = self.frames_out = 0
@@ -100,7 +100,7 @@ class CameraSession:
     def _run_graph(self) -> None:
         server = self.server
         try:
-            server.run_graph(PeerSource(self.slot), SessionSink(server, self), self._log)
+            server.run_graph(PeerSource(self.slot), SessionSink(server, self), self._log, self.controls)
         except Exception as error:  # noqa: BLE001 - logged; the peer is hung up on
             self.error = error
             server.log(f"veil: camera {self.number} stopped: {error}")
