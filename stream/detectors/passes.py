@@ -52,10 +52,18 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 DARK_MEAN_LUMA = 60  # of 255: dim rooms, night streets, audiences
 
 
+BAR_LUMA = 24  # rows and columns at the edges no brighter than this are letterbox or pillarbox bars
+
+
 def is_dark(image: np.ndarray) -> bool:
-    """Whether a frame is dim enough that faces in it are worth a second, brightened look."""
-    sample = np.ascontiguousarray(image[::8, ::8])  # every 64th pixel is plenty for a mean
-    return float(cv2.cvtColor(sample, cv2.COLOR_BGR2GRAY).mean()) < DARK_MEAN_LUMA
+    """Whether a frame's picture is dim enough that faces in it are worth a second,
+    brightened look. Black bars (pillarboxed phone video, letterboxed film) are not the
+    picture: judged with them, a bright picture between them looked dark."""
+    sample = cv2.cvtColor(np.ascontiguousarray(image[::8, ::8]), cv2.COLOR_BGR2GRAY)  # every 64th pixel is plenty for a mean
+    rows, columns = np.flatnonzero(sample.max(axis=1) > BAR_LUMA), np.flatnonzero(sample.max(axis=0) > BAR_LUMA)
+    if len(rows) and len(columns):
+        sample = sample[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    return float(sample.mean()) < DARK_MEAN_LUMA
 
 
 def with_local_contrast(image: np.ndarray) -> np.ndarray:

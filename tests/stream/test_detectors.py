@@ -16,6 +16,7 @@ from veil.engines.onnx_models import dequantize, load_session
 from veil.errors import InputError, MissingDependency
 from veil.stream.detectors import DETECTOR_NAMES, make_detector
 from veil.stream.detectors.centerface import runnable_model as centerface_model
+from veil.stream.detectors.passes import is_dark
 from veil.stream.detectors.yunet import MODEL_FILE
 from veil.stream.faces import iou_matrix
 
@@ -185,3 +186,15 @@ def test_a_shared_detector_batches_concurrent_frames_and_finds_what_it_finds_alo
         np.testing.assert_allclose(found[i].boxes, expected.boxes, atol=1e-3)
         np.testing.assert_allclose(found[i].scores, expected.scores, atol=1e-5)
     assert len(found[0]) >= 1 and len(found[2]) == 0
+
+
+def test_black_bars_are_not_the_picture_when_judging_it_dark(astronaut):
+    """A bright picture pillarboxed or letterboxed in black is not dark (it was: every frame
+    of phone video shown in 16:9 was detected twice); a dim one between bars still is."""
+    picture = cv2.resize(astronaut, (405, 720))
+    pillarboxed = cv2.copyMakeBorder(picture, 0, 0, 437, 438, cv2.BORDER_CONSTANT)
+    letterboxed = cv2.copyMakeBorder(cv2.resize(astronaut, (1280, 540)), 90, 90, 0, 0, cv2.BORDER_CONSTANT)
+    assert not is_dark(picture) and not is_dark(pillarboxed) and not is_dark(letterboxed)
+    dim = (picture * 0.2).astype(np.uint8)
+    assert is_dark(dim) and is_dark(cv2.copyMakeBorder(dim, 0, 0, 437, 438, cv2.BORDER_CONSTANT))
+    assert is_dark(np.zeros((720, 1280, 3), np.uint8))

@@ -127,3 +127,16 @@ def test_the_device_path_on_cuda_matches_the_shim(example_clip, tmp_path, mode):
     on_device(clip, tmp_path / "shim.mp4", make_detector("yunet"), mode=mode)
     for (_, a), (_, b) in zip(decoded_frames(tmp_path / "cuda.mp4"), decoded_frames(tmp_path / "shim.mp4"), strict=True):
         assert np.abs(a.astype(int) - b).mean() < 2
+
+
+def test_the_device_judges_a_frame_dark_as_the_host_does_bars_and_all(yunet):
+    """passes.is_dark and the device's own check agree, with and without black bars."""
+    from veil.stream.detectors.passes import is_dark
+
+    rng = np.random.default_rng(0)
+    bright, dim = rng.integers(60, 200, (720, 405, 3), np.uint8), rng.integers(0, 60, (720, 405, 3), np.uint8)
+    device = DeviceDetector(yunet, Transfers("cpu"))
+    for picture in (bright, dim):
+        for image in (picture, np.pad(picture, ((0, 0), (437, 438), (0, 0))), np.pad(picture, ((90, 90), (0, 0), (0, 0)))):
+            assert device._dark(torch.from_numpy(image)) == is_dark(image)
+    assert device._dark(torch.zeros((360, 640, 3), dtype=torch.uint8))
