@@ -100,16 +100,16 @@ class SegmentSeals:
         self._lock = threading.Lock()
 
     def at(self, frame: Frame) -> SidecarWriter:
-        path = self.plan.at(frame)
-        with self._lock:
-            if path not in self._writers:
-                self._writers[path] = SidecarWriter(path, self.options.recipients(), **self._settings)
-            return self._writers[path]
+        return self.writer_for(self.plan.at(frame))
 
-    def id_of(self, video: Path) -> str | None:
+    def writer_for(self, video: Path) -> SidecarWriter:
+        """``video``'s sidecar, made by whichever asks first: the seal stage, or the recorder
+        opening a segment whose first frames skipped sealing (covered whole while the camera
+        was away); every segment then has one, if empty."""
         with self._lock:
-            writer = self._writers.get(video)
-        return None if writer is None else writer.id_hex
+            if video not in self._writers:
+                self._writers[video] = SidecarWriter(video, self.options.recipients(), **self._settings)
+            return self._writers[video]
 
     def finish(self, video: Path) -> None:
         """``video`` is finished: its sidecar closes with the file's hash."""
@@ -173,7 +173,7 @@ class SegmentedRecorder(OutputSink):
             self.current.close()
             self._finish(self.current.commit())
             self._apply_retention()
-        sidecar = None if self.seals is None else self.seals.id_of(path)
+        sidecar = None if self.seals is None else self.seals.writer_for(path).id_hex
         metadata = None if self.options is None else marks(self.options, sidecar)
         self.current = LiveEncoderSink(str(path), **self._encoder_settings, log=self.log, metadata=metadata)
 
