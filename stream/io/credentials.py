@@ -85,9 +85,9 @@ def read(path: str | os.PathLike) -> dict | None:
     try:
         with c2pa.Reader(str(path)) as reader:
             store = json.loads(reader.json())
+    except (c2pa.C2paError.ManifestNotFound, c2pa.C2paError.NotSupported):
+        return None
     except c2pa.C2paError as error:
-        if "ManifestNotFound" in type(error).__name__ or "NotSupported" in type(error).__name__:
-            return None
         return {"state": "Invalid", "problems": [str(error)], "signer": None, "generated": False, "marks": {}}
     active = store.get("manifests", {}).get(store.get("active_manifest"), {})
     assertions = {a["label"]: a.get("data", {}) for a in active.get("assertions", [])}

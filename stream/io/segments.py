@@ -5,8 +5,9 @@ Old segments go by age and by the camera's total size.
 
 Frames reach a recorder anonymised (it is a sink of the graph): nothing unanonymised is
 ever written. With recovery keys, each segment has its own sidecar of sealed originals
-(``SegmentSeals``), finished and named with it, and removed with it by retention. Timestamps stay on the live capture clock, so a segment starts at the time
-it covers in the run, with its audio in sync.
+(``SegmentSeals``), finished and named with it, and removed with it by retention.
+Timestamps stay on the live capture clock, so a segment starts at the time it covers in
+the run, with its audio in sync.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class SegmentPlan:
 
 class SegmentSeals:
     """The seal stage's writer for a recording (veil.stream.stages.seal): a sidecar per
-    segment, made when the segment's first frame is sealed; the recorder finishes it with
-    its segment (``finish``) or drops it (``discard``)."""
+    segment (``writer_for``); the recorder finishes it with its segment (``finish``) or
+    drops it (``discard``)."""
 
     def __init__(self, plan: SegmentPlan, options: Options, *, width: int, height: int, rate: Fraction, time_base: Fraction,
                  source: str):  # fmt: skip

@@ -85,7 +85,7 @@ class SelectStage(Stage):
         return self._enrolling is not None
 
     def process(self, frame: Frame) -> list[Frame]:
-        faces = frame.tracks if frame.tracks is not None else frame.detections
+        faces = frame.faces_to_mask
         if faces is None:
             raise RuntimeError(f"frame {frame.index} reached select with no detections or tracks")
         if frame.layout != "bgr" or frame.place != "host":
@@ -150,7 +150,9 @@ class SelectStage(Stage):
     def _due(self, state: _Track, why_not: str | None, seen: bool) -> bool:
         """keep: judged faces being confirmed, shown ones due a re-check, strangers now and
         then; only: any face seen on this frame (recall first), strangers now and then."""
-        if self.policy == "keep" and why_not is not None or self.policy == "only" and (not seen or state.person is not None):
+        if self.policy == "keep" and why_not is not None:
+            return False
+        if self.policy == "only" and (not seen or state.person is not None):
             return False
         if state.person is not None and state.streak < self.confirm:
             return True

@@ -10,6 +10,8 @@ import av
 import cv2
 import numpy as np
 
+from veil.testing.privacy import decoded_frames
+
 CELL = 320
 FPS = 25
 
@@ -43,8 +45,7 @@ def write(path: Path, images: list[np.ndarray]) -> None:
 
 
 def decoded(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+    return [image for _, image in decoded_frames(path)]
 
 
 def make_grid(path: Path, clips: list[Path], seconds: float) -> None:
