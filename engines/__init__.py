@@ -4,3 +4,4 @@ engine interface over ONNX Runtime, PyTorch and TensorRT (``runtime.open_engine`
 from pathlib import Path
 
 GENERATOR_WEIGHTS = Path(__file__).with_name("weights") / "generator.onnx"  # the shipped generator (MODEL_CARD.md)
+MEDIAPIPE_WEIGHTS = Path(__file__).with_name("weights") / "mediapipe"  # BlazeFace and the face mesh (MODEL_CARD.md there)

@@ -164,6 +164,19 @@ def make_input_dims_symbolic(model: onnx.ModelProto, dims: dict[int, str]) -> on
     return model
 
 
+def free_reshape_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Reshapes to a constant shape keep the input's first axis (ONNX's 0) instead of the
+    batch of 1 that TFLite graphs converted to ONNX bake in; the batch axis must be first."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    shapes = {node.input[1] for node in model.graph.node if node.op_type == "Reshape"}
+    for initializer in model.graph.initializer:
+        if initializer.name in shapes:
+            shape = numpy_helper.to_array(initializer).copy()
+            shape[0] = 0
+            initializer.CopyFrom(numpy_helper.from_array(shape, initializer.name))
+    return model
+
+
 def drop_unread_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     """Keep only the graph inputs a caller feeds: quantisers leave the old float weights
     declared as inputs nothing reads, and old exporters declare every initializer too."""

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MESH_POINTS = 468  # veil.engines.mesh.POINTS
+
 
 def _as(array, dtype, shape, name: str, n: int | None) -> np.ndarray:
-    array = np.asarray(array, dtype=dtype)
+    array = np.ascontiguousarray(array, dtype=dtype)  # OpenCV takes only contiguous point arrays
     expected = tuple(n if d is None else d for d in shape)
     if array.ndim != len(shape) or any(e is not None and a != e for a, e in zip(array.shape, expected)):
         shown = "x".join("N" if d is None else str(d) for d in shape)
@@ -36,7 +38,8 @@ class Faces:
     (right eye, left eye, nose tip, right and left mouth corner, as YuNet orders them;
     NaN where a detector gives none); track_ids: N int64 (-1 before tracking);
     detected: N bool, True where the box comes from this frame's detector rather than
-    from the tracker's prediction.
+    from the tracker's prediction; mesh: Nx468x2 float32, MediaPipe's face mesh in frame
+    pixels (veil.engines.mesh), NaN where none was made or it was not confident (None: all NaN).
     """
 
     boxes: np.ndarray
@@ -44,6 +47,7 @@ class Faces:
     landmarks: np.ndarray
     track_ids: np.ndarray
     detected: np.ndarray
+    mesh: np.ndarray | None = None
 
     def __post_init__(self):
         boxes = _as(self.boxes, np.float32, (None, 4), "boxes", None)
@@ -53,6 +57,8 @@ class Faces:
         object.__setattr__(self, "landmarks", _as(self.landmarks, np.float32, (None, 5, 2), "landmarks", n))
         object.__setattr__(self, "track_ids", _as(self.track_ids, np.int64, (None,), "track_ids", n))
         object.__setattr__(self, "detected", _as(self.detected, bool, (None,), "detected", n))
+        mesh = np.full((n, MESH_POINTS, 2), np.nan, np.float32) if self.mesh is None else self.mesh
+        object.__setattr__(self, "mesh", _as(mesh, np.float32, (None, MESH_POINTS, 2), "mesh", n))
 
     @classmethod
     def empty(cls) -> Faces:
@@ -92,4 +98,7 @@ class Faces:
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return Faces(boxes, self.scores, self.landmarks, self.track_ids, self.detected)[keep]
+        return Faces(boxes, self.scores, self.landmarks, self.track_ids, self.detected, self.mesh)[keep]
+
+    def with_mesh(self, mesh: np.ndarray) -> Faces:
+        return Faces(self.boxes, self.scores, self.landmarks, self.track_ids, self.detected, mesh)

@@ -25,7 +25,8 @@ from veil.stream.graph import Graph, RunReport
 from veil.stream.io.audit import AuditLog
 from veil.stream.options import Options
 from veil.stream.recovery.sidecar import SidecarWriter
-from veil.stream.stages import AnonymiseStage, AuditStage, BackfillStage, DetectStage, SealStage, SelectStage, TrackStage
+from veil.stream.stages import AnonymiseStage, AuditStage, BackfillStage, DetectStage, MeshStage, SealStage, SelectStage, TrackStage
+from veil.stream.stages.mesh import open_face_mesh
 from veil.stream.tracker import Tracker
 
 ONLY_HOLD_S = 2.0  # --only in files: a track that matches is masked this far back before its match too
@@ -53,7 +54,7 @@ def live_detector(options: Options, **extra) -> Detector:
 def build_stages(options: Options, detector: Detector, fps: float, *, live: bool = False, i420: bool = True,
                  audit: AuditLog | None = None, file: str | None = None, seal: SidecarWriter | None = None,
                  controls=None) -> tuple[list[Stage], object]:  # fmt: skip
-    """Detect, track, (backfill), (audit), (seal), anonymise, and the counter of host <-> device
+    """Detect, track, (select), (backfill), (mesh), (audit), (seal), anonymise, and the counter of host <-> device
     copies (None off the GPU path). Live runs do not backfill: it would hold frames back
     and add its whole window to the latency. ``i420``: frames on the device come back as
     I420 (False: BGR, for a sink that takes nothing else). ``file`` names the input in the
@@ -82,6 +83,11 @@ def build_stages(options: Options, detector: Detector, fps: float, *, live: bool
         stages.insert(0, gpu.UploadStage(transfers))
     if not live:
         stages.append(BackfillStage(frames=round(options.backfill_s * fps)))
+    if options.shape == "contour":
+        if resident:
+            raise InputError("--shape contour runs on the host frame path; leave --device cuda's frames off the device, or use ellipse")
+        threads = max(1, available_cores() // 2) if live else None  # as the live detector's
+        stages.append(MeshStage(open_face_mesh(options.backend, options.device, threads)))
     if audit is not None:
         stages.append(AuditStage(audit, file))
     if seal is not None:

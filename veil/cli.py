@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     from veil.stream.anonymisers import MODES
     from veil.stream.anonymisers.classic import SHAPES
     from veil.stream.anonymisers.propagate import KEYFRAME_EVERY
+    from veil.stream.detectors import DETECTOR_NAMES
 
     parser = _Parser(prog="veil", description="Anonymise faces in video, live.")
     parser.add_argument("--version", action="version", version=f"veil {__version__}")
@@ -65,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     anonymise.add_argument("--secret", help="synth: key that picks each track's synthetic identity (default: random per run; set it to repeat a run)")
     anonymise.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="what runs the detector and generator models")
     anonymise.add_argument("--device", choices=DEVICES, default="cpu", help="where they run (cuda needs a GPU build of the backend)")
-    anonymise.add_argument("--detector", choices=("yunet", "centerface"), default="yunet")
+    anonymise.add_argument("--detector", choices=DETECTOR_NAMES, default="yunet",
+                           help="mediapipe: BlazeFace full range; mediapipe-short: its short-range model, for faces within 2 m (webcams)")
     anonymise.add_argument("--threshold", type=_number("threshold"), help="detector score threshold (low by default: a miss costs more than a false alarm)")
     anonymise.add_argument("--detect-size", type=_number("detect_size"), metavar="PX", help="scale the longest side to PX before detecting (default: the detector's own)")
     anonymise.add_argument("--native", action="store_true", help="detect at the frame's native resolution (small faces)")
@@ -73,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     anonymise.add_argument("--detect-every", type=_number("detect_every"), default=1, metavar="N", help="run the detector on every Nth frame, track in between")
     anonymise.add_argument("--strength", type=_number("strength"), default=1.0, help="obfuscation strength relative to face size (>1 hides more)")
     anonymise.add_argument("--margin", type=_number("margin"), default=0.4, help="grow each face region by this fraction per side")
-    anonymise.add_argument("--shape", choices=SHAPES, default="ellipse")
+    anonymise.add_argument("--shape", choices=SHAPES, default="ellipse",
+                           help="contour: follow each face's outline from MediaPipe's face mesh (the ellipse where the mesh is unsure)")
     anonymise.add_argument("--coast", type=_number("coast_s"), default=1.0, metavar="S", help="keep masking a lost face for S seconds")
     anonymise.add_argument("--coast-tentative", type=_number("tentative_coast_s"), default=0.25, metavar="S", help="the same for a face detected only once (often a false alarm)")
     anonymise.add_argument("--stage-timeout", type=_number("stage_timeout"), default=30.0, metavar="S", help="fail the run if a stage takes longer than S seconds on one frame")

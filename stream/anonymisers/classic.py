@@ -1,5 +1,5 @@
 """Classic anonymisers: gaussian blur, pixelation and solid fill on a feathered
-ellipse (or box) around each face.
+ellipse (or box) around each face, or on the face's own outline from its mesh (contour).
 
 Strength is relative to the face: the face is reduced to a fixed number of
 "cells" across whatever its size in pixels, so a big face is not left
@@ -17,13 +17,16 @@ import numpy as np
 
 from veil.errors import InputError
 from veil.kernels.obfuscate import Hiding
-from veil.kernels.regions import Region, feathered_mask
-from veil.stream.faces import Faces
+from veil.kernels.regions import Region, contour_mask, contour_region, feathered_mask
+from veil.stream.faces import Faces, iou_matrix
 from veil.stream.frame import Frame
 from veil.stream.limits import LIMITS
 
 CLASSIC_MODES = ("blur", "pixelate", "solid")  # every mode: veil.stream.anonymisers.MODES
-SHAPES = ("ellipse", "box")
+SHAPES = ("ellipse", "box", "contour")
+# A contour is used only where the mesh agrees with the detector: its outline holds the box's
+# centre and its box overlaps the detector's this much (IoU). Elsewhere the ellipse is used.
+CONTOUR_AGREEMENT = 0.3
 
 # Cells across the face at strength 1 (the weakest strength a run may use: stream/limits.py).
 # benchmarks/STRENGTH.md, on 430 faces 32 to 112 px high (identity crops, video, the
@@ -60,13 +63,17 @@ class Anonymiser:
     def apply(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         """A copy of ``image`` with every face in ``faces`` obscured."""
         out = image.copy()
-        for box in faces.boxes:
-            self._obscure(out, box)
+        for box, mesh in zip(faces.boxes, faces.mesh):
+            self._obscure(out, box, mesh)
         return out
 
-    def region(self, box, height: int, width: int) -> Region | None:
-        """Where a face's mask reaches, clipped to the frame, and its ellipse; None if off
-        the frame. The GPU kernels (veil.kernels.obfuscate) take the same regions."""
+    def region(self, box, height: int, width: int, mesh: np.ndarray | None = None) -> Region | None:
+        """Where a face's mask reaches, clipped to the frame; None if off the frame. The GPU
+        kernels (veil.kernels.obfuscate) take the same regions (ellipse and box only)."""
+        outline = self.outline(box, mesh)
+        if outline is not None:
+            grow, feather_px = self._contour_sizes(outline)
+            return contour_region(outline, grow, feather_px, height, width)
         x1, y1, x2, y2 = (float(v) for v in box)
         face = max(x2 - x1, y2 - y1, 1.0)
         half_w = (x2 - x1) / 2 + self.margin * (x2 - x1)
@@ -86,6 +93,24 @@ class Anonymiser:
         found = (self.region(box, height, width) for box in np.asarray(boxes, np.float32).reshape(-1, 4))
         return [region for region in found if region is not None]
 
+    def outline(self, box, mesh: np.ndarray | None) -> np.ndarray | None:
+        """The face's outline (Kx2: the mesh's convex hull) that a contour mask follows, or None: not a contour
+        anonymiser, no confident mesh, or a mesh that does not agree with the box."""
+        if self.shape != "contour" or mesh is None or not np.isfinite(mesh).all():
+            return None
+        outline = cv2.convexHull(mesh).reshape(-1, 2)  # the oval, and on a turned head the nose and lips past it
+        centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        if cv2.pointPolygonTest(outline.reshape(-1, 1, 2), (float(centre[0]), float(centre[1])), False) < 0:
+            return None
+        spanned = np.concatenate([outline.min(axis=0), outline.max(axis=0)])
+        return outline if iou_matrix(spanned, box)[0, 0] >= CONTOUR_AGREEMENT else None
+
+    def _contour_sizes(self, outline: np.ndarray) -> tuple[float, float]:
+        """Pixels a contour grows by (``margin`` of half the face) and feathers over."""
+        half = float(max(outline.max(axis=0) - outline.min(axis=0))) / 2
+        grow = self.margin * half
+        return grow, self.feather * (half + grow)
+
     def hiding(self) -> Hiding:
         """What the obfuscate kernels need to hide faces as this anonymiser does."""
         return Hiding(self.mode, self.cells(), self.shape, self.feather)
@@ -94,12 +119,16 @@ class Anonymiser:
         """Cells across the face (blur and pixelate)."""
         return (BLUR_CELLS if self.mode == "blur" else PIXELATE_CELLS) / self.strength
 
-    def _obscure(self, image: np.ndarray, box: np.ndarray) -> None:
-        region = self.region(box, *image.shape[:2])
+    def _obscure(self, image: np.ndarray, box: np.ndarray, mesh: np.ndarray | None = None) -> None:
+        region = self.region(box, *image.shape[:2], mesh)
         if region is None:
             return
         roi = image[region.top : region.bottom, region.left : region.right]
-        alpha = feathered_mask(region, self.shape, self.feather)
+        outline = self.outline(box, mesh)
+        if outline is not None:
+            alpha = contour_mask(region, outline, *self._contour_sizes(outline))
+        else:
+            alpha = feathered_mask(region, "box" if self.shape == "box" else "ellipse", self.feather)
         hidden = self._hidden(roi, region.face)
         blended = roi.astype(np.float32) * (1 - alpha) + hidden.astype(np.float32) * alpha
         image[region.top : region.bottom, region.left : region.right] = np.rint(blended).astype(np.uint8)

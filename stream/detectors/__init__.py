@@ -13,7 +13,7 @@ import numpy as np
 from veil.errors import InputError
 from veil.stream.faces import Faces
 
-DETECTOR_NAMES = ("yunet", "centerface")
+DETECTOR_NAMES = ("yunet", "centerface", "mediapipe", "mediapipe-short")
 
 
 class Detector(Protocol):
@@ -32,6 +32,10 @@ def detector_class(name: str) -> type:
         from veil.stream.detectors.centerface import CenterFace
 
         return CenterFace
+    if name in ("mediapipe", "mediapipe-short"):
+        from veil.stream.detectors.blazeface import BlazeFace, BlazeFaceShort
+
+        return BlazeFace if name == "mediapipe" else BlazeFaceShort
     raise InputError(f"unknown detector {name!r}; valid names: {', '.join(DETECTOR_NAMES)}")
 
 

@@ -185,6 +185,11 @@ class ScaledDetector:
         """The model's ONNX graph, ready for any engine backend."""
         raise NotImplementedError
 
+    @classmethod
+    def input_shapes(cls, input_size: int | None, tiles: bool, edge_pad: float, batch: int) -> tuple[tuple[int, ...], ...]:
+        """(min, opt, max) shapes of the model's input over these settings' passes (TensorRT builds for them)."""
+        return model_shapes(input_size, tiles, edge_pad, batch)
+
     def __init__(self, input_size: int | None | str = "own", tiles: bool = False, score_threshold: float | None = None,
                  nms_threshold: float = 0.3, backend: str = "onnxruntime", device: str = "cpu",
                  intra_op_threads: int | None = None, edge_pad: float = 0.0, batch_wait_s: float | None = None):
@@ -207,7 +212,7 @@ class ScaledDetector:
         self.input_name = graph_inputs(model)[0].name
         batch = 1 if batch_wait_s is None else MAX_BATCH
         self.engine = open_engine(model, backend, device, intra_op_threads=intra_op_threads,
-                                  shapes={self.input_name: model_shapes(input_size, tiles, edge_pad, batch)})
+                                  shapes={self.input_name: self.input_shapes(input_size, tiles, edge_pad, batch)})
         if batch_wait_s is not None:
             self.engine = BatchingEngine(self.engine, wait_s=batch_wait_s, output_axis=self.OUTPUT_BATCH_AXIS)
         self.output_names = self.engine.output_names

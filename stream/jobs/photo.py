@@ -20,6 +20,7 @@ from veil.stream.jobs.kinds import ALPHA_SUFFIXES, check_kind
 from veil.stream.options import Options
 from veil.stream.recovery.sidecar import SidecarWriter
 from veil.stream.stages.audit import record
+from veil.stream.stages.mesh import open_face_mesh, with_meshes
 from veil.stream.stages.seal import reach
 from veil.stream.stages.select import SelectStage
 
@@ -42,6 +43,8 @@ def run_image(input_path, output_path, options: Options, detector: Detector, *, 
     check_kind(input_path, output, photo=True)
     image, alpha = read_photo(input_path)
     faces, kept, decisions = select_in_photo(image, detector.detect(image), options)
+    if options.shape == "contour":
+        faces = with_meshes(open_face_mesh(options.backend, options.device), image, faces)
     result = options.anonymiser().apply(image, faces)
     if alpha is not None:
         if output.suffix.lower() in ALPHA_SUFFIXES:

@@ -24,7 +24,7 @@ from veil.stream.recovery.sidecar import SidecarWriter
 def reach(anonymiser, faces: Faces, index: int, height: int, width: int) -> tuple[int, int, int, int] | None:
     """The box (left, top, right, bottom) of the pixels ``anonymiser`` may change for one face."""
     classic = anonymiser if isinstance(anonymiser, Anonymiser) else anonymiser.fallback
-    found = classic.region(faces.boxes[index], height, width)
+    found = classic.region(faces.boxes[index], height, width, faces.mesh[index])
     boxes = [] if found is None else [(found.left, found.top, found.right, found.bottom)]
     if not isinstance(anonymiser, Anonymiser) and not np.isnan(faces.landmarks[index]).any():
         matrix = align.similarity(faces.landmarks[index])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import cv2
 import numpy as np
 import pytest
 
 from veil.errors import InputError
-from veil.stream.anonymisers.classic import CLASSIC_MODES, Anonymiser, cover_whole_frame
+from veil.stream.anonymisers.classic import CLASSIC_MODES, SOLID_BGR, Anonymiser, cover_whole_frame
 from veil.stream.faces import Faces
 from veil.stream.frame import Frame
 
@@ -72,3 +73,39 @@ def test_fallback_covers_the_whole_frame(noisy_image):
     covered = cover_whole_frame(frame).image
     assert covered.shape == noisy_image.shape
     assert len(np.unique(covered.reshape(-1, 3), axis=0)) <= 16 * 16
+
+
+def blob_mesh(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+    """468 points filling an ellipse, as a mesh fills a face (1x468x2)."""
+    rng = np.random.default_rng(2)
+    angle, radius = rng.uniform(0, 2 * np.pi, 468), np.sqrt(rng.uniform(0, 1, 468))
+    return np.stack([cx + rx * radius * np.cos(angle), cy + ry * radius * np.sin(angle)], axis=1)[None].astype(np.float32)
+
+
+CONTOUR_BOX = [110, 70, 150, 130]
+
+
+def test_a_contour_mask_covers_the_mesh_and_changes_nothing_past_its_region(noisy_image):
+    mesh = blob_mesh(130, 100, 25, 35)
+    faces = Faces.from_boxes([CONTOUR_BOX]).with_mesh(mesh)
+    anonymiser = Anonymiser(mode="solid", shape="contour")
+    out = anonymiser.apply(noisy_image, faces)
+    inside = np.zeros(noisy_image.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [cv2.convexHull(mesh[0]).astype(np.int32)], 1)
+    assert (out[inside > 0] == SOLID_BGR).all()  # every pixel of the face: the fill, exactly
+    region = anonymiser.region(faces.boxes[0], *noisy_image.shape[:2], faces.mesh[0])  # what the seal stage keeps
+    changed = (out != noisy_image).any(axis=2)
+    ys, xs = np.nonzero(changed)
+    assert region.left <= xs.min() and xs.max() < region.right and region.top <= ys.min() and ys.max() < region.bottom
+    # tighter than the ellipse round the same box: the contour follows the face, not a box's margin
+    ellipse = (Anonymiser(mode="solid").apply(noisy_image, faces) != noisy_image).any(axis=2)
+    assert changed.sum() < ellipse.sum()
+
+
+@pytest.mark.parametrize("mesh", [None, blob_mesh(60, 40, 25, 35), blob_mesh(130, 100, 80, 90)],
+                         ids=["no mesh", "mesh beside the box", "mesh far larger than the box"])
+def test_contour_falls_back_to_the_ellipse_where_the_mesh_is_missing_or_disagrees(noisy_image, mesh):
+    faces = Faces.from_boxes([CONTOUR_BOX])
+    faces = faces if mesh is None else faces.with_mesh(mesh)
+    contour = Anonymiser(mode="pixelate", shape="contour").apply(noisy_image, faces)
+    np.testing.assert_array_equal(contour, Anonymiser(mode="pixelate").apply(noisy_image, faces))

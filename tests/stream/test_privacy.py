@@ -19,6 +19,7 @@ from veil.stream.anonymisers.classic import CLASSIC_MODES
 from veil.stream.jobs import run_video
 from veil.stream.options import Options
 from veil.stream.pipeline import file_detector
+from veil.stream.stages.mesh import open_face_mesh, with_meshes
 from veil.testing.clips import Actor, make_example_clip
 from veil.testing.privacy import Recogniser, decoded_frames, leaked_faces, load_identities, reidentification, video_leaks
 
@@ -58,6 +59,7 @@ SETTINGS = [
     *({"mode": mode} for mode in MODES),
     {"mode": "blur", "backfill_s": 0.0},
     {"mode": "pixelate", "detect_every": 3},
+    {"mode": "blur", "shape": "contour"},
 ]
 
 
@@ -194,16 +196,22 @@ def test_the_recogniser_knows_the_shipped_faces_across_sizes_and_tells_them_apar
     assert min(other) > Recogniser.THRESHOLD, np.round(sorted(other), 2)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_no_shipped_face_is_recognised_after_anonymisation(shipped_faces, recogniser, yunet, mode):
+def with_shape_meshes(faces, image, shape: str):
+    """The faces as the pipeline gives them to the anonymiser: with their meshes for contour."""
+    return with_meshes(open_face_mesh("onnxruntime", "cpu"), image, faces) if shape == "contour" else faces
+
+
+@pytest.mark.parametrize(("mode", "shape"), [*((mode, "ellipse") for mode in MODES), *((mode, "contour") for mode in CLASSIC_MODES)])
+def test_no_shipped_face_is_recognised_after_anonymisation(shipped_faces, recogniser, yunet, mode, shape):
     """Runs without ../shared: each anonymised face against its own original and against the
     same person's other sizes (dlib at its 0.6 threshold, the input's box)."""
-    anonymiser = Options(mode=mode, secret="tests").anonymiser()
+    anonymiser = Options(mode=mode, shape=shape, secret="tests").anonymiser()
     matches, pairs = [], 0
     for person, image, box, _ in shipped_faces:
         faces = yunet.detect(image)
         assert len(faces) >= 1, f"Veil's detector must find the {person}"
         faces = type(faces)(faces.boxes, faces.scores, faces.landmarks, np.arange(len(faces)), faces.detected)
+        faces = with_shape_meshes(faces, image, shape)
         probe = recogniser.descriptor(anonymiser.apply(image, faces), box)
         for other in shipped_faces:
             if other[0] == person:
@@ -236,9 +244,14 @@ def test_the_recogniser_names_people_in_the_original_photos(identities, recognis
 
 # solid leaves nothing to recognise: the long run (make test-all) checks it
 @pytest.mark.parametrize("mode", [pytest.param(m, marks=pytest.mark.slow) if m == "solid" else m for m in CLASSIC_MODES])
-def test_after_anonymisation_recognition_falls_to_chance(identities, recogniser, yunet, mode):
-    anonymiser = Options(mode=mode).anonymiser()
-    rates = reidentification(identities, lambda image: anonymiser.apply(image, yunet.detect(image)), recogniser)
+@pytest.mark.parametrize("shape", ["ellipse", "contour"])
+def test_after_anonymisation_recognition_falls_to_chance(identities, recogniser, yunet, mode, shape):
+    anonymiser = Options(mode=mode, shape=shape).anonymiser()
+
+    def anonymise(image):
+        return anonymiser.apply(image, with_shape_meshes(yunet.detect(image), image, shape))
+
+    rates = reidentification(identities, anonymise, recogniser)
     # 216 probes over 24 people: chance is 4.2%, and 2.5 times that is far outside its noise.
     assert rates["rank1"] <= 2.5 * rates["chance"], rates
     assert rates["match"] <= 0.02, rates

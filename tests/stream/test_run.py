@@ -68,6 +68,21 @@ def test_photo_in_photo_out(tmp_path):
     assert (after[400:, :100] == before[400:, :100]).all()  # far from the face: untouched
 
 
+def test_a_photo_with_contour_masks_follow_the_face_mesh_and_detector_mediapipe(tmp_path):
+    photo = tmp_path / "group.jpg"
+    astronaut_photo(photo)
+    changed = {}
+    for name, options in {"ellipse": (), "contour": ("--shape", "contour"), "mediapipe": ("--shape", "contour", "--detector", "mediapipe")}.items():
+        result = veil("run", photo, "-o", tmp_path / f"{name}.png", "--mode", "solid", *options)
+        assert result.returncode == 0, result.stderr
+        after = cv2.imread(str(tmp_path / f"{name}.png"))
+        assert (after[80:160, 190:250] == (128, 128, 128)).all()  # the eyes, nose and mouth: all fill
+        changed[name] = (after != cv2.imread(str(photo))).any(axis=2)
+    # the outline is tighter than the ellipse round the box, and both detectors' boxes lead to one mesh
+    assert changed["contour"].sum() < 0.8 * changed["ellipse"].sum()
+    assert (changed["contour"] != changed["mediapipe"]).mean() < 0.01
+
+
 def test_folder_in_folder_out_mirrors_names(example_clip, tmp_path):
     clip, truth = example_clip
     src, dst = tmp_path / "in", tmp_path / "out"
