@@ -15,8 +15,11 @@ import numpy as np
 
 SIZE = 128
 # The generator's interface, here so that running it needs no torch: its input is
-# ``network_input`` (masked RGB, mask, 5 heatmaps) and a latent code.
+# ``network_input`` (masked RGB, mask, 5 heatmaps) and a latent code. A generator trained
+# with the face mesh (``veil train --condition mesh``) also takes EXPRESSION_POINTS heatmaps.
 IN_CHANNELS = 9
+EXPRESSION_POINTS = 8  # veil.engines.mesh.EXPRESSION: mouth corners, inner lips, eyelids
+MESH_IN_CHANNELS = IN_CHANNELS + EXPRESSION_POINTS
 LATENT = 64
 ARCFACE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
@@ -81,20 +84,33 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def heatmaps(points: np.ndarray) -> np.ndarray:
-    """5xSIZExSIZE gaussians at the landmarks in crop coordinates: the pose condition."""
-    points = np.asarray(points, np.float32).reshape(5, 2)
+    """NxSIZExSIZE gaussians at N points in crop coordinates: the pose (five landmarks) and
+    expression (the mesh's) conditions."""
+    points = np.asarray(points, np.float32).reshape(-1, 2)
     d2 = (CENTRES_X[None] - points[:, 0, None, None]) ** 2 + (CENTRES_Y[None] - points[:, 1, None, None]) ** 2
     return np.exp(-d2 / (2 * HEATMAP_SIGMA**2)).astype(np.float32)
 
 
-def network_input(crop_rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The generator's 9-channel input for one crop: masked RGB in [-1, 1], the mask, heatmaps.
+def network_input(crop_rgb: np.ndarray, points: np.ndarray, expression: np.ndarray | None = None) -> np.ndarray:
+    """The generator's input for one crop: masked RGB in [-1, 1], the mask, the five
+    landmarks' heatmaps (9 channels), and with ``expression`` (8x2 crop pixels) its 8 more.
 
     Pixels inside FACE_MASK are zero before they reach the network, so nothing of the
-    original face inside it can leak.
+    original face inside it can leak; of its shape, only the 5 + 8 points do.
     """
     rgb = crop_rgb.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
     rgb *= 1.0 - FACE_MASK[None]
-    return np.concatenate([rgb, FACE_MASK[None], heatmaps(points)]).astype(np.float32)
+    conditions = [heatmaps(points)] if expression is None else [heatmaps(points), heatmaps(expression)]
+    return np.concatenate([rgb, FACE_MASK[None], *conditions]).astype(np.float32)
+
+
+def neutral_expression(points: np.ndarray) -> np.ndarray:
+    """The 8 expression points of a face whose mesh is not known, from its five landmarks:
+    mouth closed between its corners, eyes open (lids a sixth of the eye distance apart)."""
+    right_eye, left_eye, _, right_mouth, left_mouth = np.asarray(points, np.float32).reshape(5, 2)
+    across = left_eye - right_eye
+    down = np.array([-across[1], across[0]], np.float32) / 12  # a twelfth of the eye distance, towards the chin
+    lips = (right_mouth + left_mouth) / 2
+    return np.stack([right_mouth, left_mouth, lips, lips, right_eye - down, right_eye + down, left_eye - down, left_eye + down])
 # Pixels just outside the blend region: the surroundings the generated face's colour is matched to.
 COLOUR_RING = ((_ellipse(_CENTER, _AXES, grow=BLEND_RING) > 1) & (_ellipse(_CENTER, _AXES, grow=BLEND_RING + 8) <= 1))

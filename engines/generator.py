@@ -49,16 +49,16 @@ class ResBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """(image Bx9x128x128, latent Bx64) -> face Bx3x128x128 in [-1, 1].
+    """(image Bx9x128x128, or Bx17 with the mesh's expression; latent Bx64) -> face Bx3x128x128 in [-1, 1].
 
     The output is the whole crop; only the masked region (and a thin blend ring around
     it) is used. Training asks the rest to match the input, which keeps the seam smooth.
     """
 
-    def __init__(self):
+    def __init__(self, in_channels: int = IN_CHANNELS):
         super().__init__()
         w = WIDTHS
-        self.stem = nn.Conv2d(IN_CHANNELS, w[0], 3, padding=1)
+        self.stem = nn.Conv2d(in_channels, w[0], 3, padding=1)
         self.down = nn.ModuleList(nn.Conv2d(w[i], w[i + 1], 3, stride=2, padding=1) for i in range(4))
         self.middle = nn.ModuleList([ResBlock(w[4]), ResBlock(w[4])])
         self.up = nn.ModuleList(nn.Conv2d(w[i + 1], w[i], 3, padding=1) for i in reversed(range(4)))
@@ -86,9 +86,9 @@ class Discriminator(nn.Module):
     Returns the patch logits and the intermediate features (for feature matching).
     """
 
-    def __init__(self, width: int = 64):
+    def __init__(self, width: int = 64, in_channels: int = IN_CHANNELS):
         super().__init__()
-        chans = (IN_CHANNELS - 3 + 3, width, 2 * width, 4 * width, 8 * width)
+        chans = (in_channels, width, 2 * width, 4 * width, 8 * width)  # the RGB it judges and the condition beside it
         self.blocks = nn.ModuleList(
             nn.utils.spectral_norm(nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1)) for i in range(4)
         )

@@ -34,9 +34,10 @@ RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS = (33, 133), (362, 263)  # the subject's rig
 MOUTH_CORNERS = (61, 291)  # right, left
 NOSE_TIP = 1
 CHIN = 152
-# Upper and lower eyelid middles (right eye, left eye) and inner lips (upper, lower): blinks, mouth opening.
-EYELIDS = ((159, 145), (386, 374))
-INNER_LIPS = (13, 14)
+# What carries an expression, in veil.engines.align.neutral_expression's order: the mouth
+# corners, the inner lips (upper, lower), the right eye's lids (upper, lower), the left's.
+EXPRESSION = (61, 291, 13, 14, 159, 145, 386, 374)
+EXPRESSION_MIRROR = [1, 0, 2, 3, 6, 7, 4, 5]  # their order after a horizontal flip
 
 
 @functools.lru_cache(maxsize=1)

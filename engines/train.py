@@ -2,7 +2,10 @@
 
 Each photo's largest face is found and aligned by the same YuNet detector and template
 the pipeline uses; the landmarks are cached in ``<out>/index.npz`` so a second run (or
-a run on a machine without the detector) skips that step. Losses:
+a run on a machine without the detector) skips that step. With ``--condition mesh`` the
+face mesh's expression points (veil.engines.mesh.EXPRESSION: mouth and eyelids) are found
+too (``<out>/index_mesh.npz``) and given to the generator as 8 more heatmaps, so that its
+faces can open the mouth and close the eyes as the person does. Losses:
 - adversarial (hinge) against a PatchGAN that sees the composite and the pose condition;
 - feature matching on the discriminator's features, and L1 outside the mask (the
   context the generator must leave as it is) plus a light L1 inside it (structure);
@@ -27,9 +30,10 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from veil.engines import align, sface
+from veil.engines import align, mesh, sface
 from veil.engines.generator import LATENT, Discriminator, Generator
 from veil.engines.onnx_torch import to_torch
+from veil.engines.runtime import open_engine
 from veil.errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -46,15 +50,17 @@ def find_images(folder: Path) -> list[Path]:
     return images
 
 
-def prepare_index(folder: Path, out: Path, detector, log=print) -> tuple[list[Path], np.ndarray]:
-    """Paths and 5-point landmarks of every photo with a face; cached in out/index.npz.
+def prepare_index(folder: Path, out: Path, detector, log=print, face_mesh=None) -> tuple[list[Path], np.ndarray, np.ndarray | None]:
+    """Paths, 5-point landmarks and (with ``face_mesh``, a veil.engines.mesh.FaceMesh) 8
+    expression points of every photo with a face; cached in out/index.npz (index_mesh.npz).
     ``detector``: what ``veil train`` gives, the pipeline's own YuNet (veil.stream.detectors),
-    so the generator learns on faces aligned as it will meet them."""
-    index = out / "index.npz"
+    so the generator learns on faces aligned as it will meet them. With the mesh, a photo
+    whose mesh is not confident is left out: every sample must carry a real expression."""
+    index = out / ("index.npz" if face_mesh is None else "index_mesh.npz")
     if index.exists():
         data = np.load(index)
-        return [folder / p for p in data["paths"]], data["landmarks"]
-    paths, landmarks = [], []
+        return [folder / p for p in data["paths"]], data["landmarks"], data["expression"] if face_mesh is not None else None
+    paths, landmarks, expressions = [], [], []
     images = find_images(folder)
     for i, path in enumerate(images):
         image = cv2.imread(str(path))
@@ -63,23 +69,31 @@ def prepare_index(folder: Path, out: Path, detector, log=print) -> tuple[list[Pa
             faces = faces[(faces.scores >= MIN_SCORE) & np.all(np.isfinite(faces.landmarks), axis=(1, 2))]
         if faces is not None and len(faces):
             largest = int(np.argmax(np.prod(faces.boxes[:, 2:] - faces.boxes[:, :2], axis=1)))
-            paths.append(str(path.relative_to(folder)))
-            landmarks.append(faces.landmarks[largest])
+            expression = None
+            if face_mesh is not None:
+                points = face_mesh.meshes(image, faces.boxes[largest:largest + 1], faces.landmarks[largest:largest + 1]).points[0]
+                expression = points[list(mesh.EXPRESSION), :2]
+            if expression is None or np.isfinite(expression).all():
+                paths.append(str(path.relative_to(folder)))
+                landmarks.append(faces.landmarks[largest])
+                expressions.append(expression)
         if (i + 1) % 2000 == 0:
             log(f"aligned {i + 1}/{len(images)}")
     if not paths:
         raise InputError(f"no faces found in the {len(images)} images under {folder}")
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(index, paths=np.array(paths), landmarks=np.array(landmarks, np.float32))
+    extra = {} if face_mesh is None else {"expression": np.array(expressions, np.float32)}
+    np.savez(index, paths=np.array(paths), landmarks=np.array(landmarks, np.float32), **extra)
     log(f"{len(paths)} of {len(images)} images have a face; index written to {index}")
-    return [folder / p for p in paths], np.array(landmarks, np.float32)
+    return [folder / p for p in paths], np.array(landmarks, np.float32), extra.get("expression")
 
 
 class AlignedFaces(Dataset):
-    """Aligned crops with a small random flip, scale, rotation and shift."""
+    """Aligned crops with a small random flip, scale, rotation and shift; with ``expression``
+    (Nx8x2 frame pixels) their 8 expression heatmaps too."""
 
-    def __init__(self, paths: list[Path], landmarks: np.ndarray, augment: bool = True):
-        self.paths, self.landmarks, self.augment = paths, landmarks, augment
+    def __init__(self, paths: list[Path], landmarks: np.ndarray, augment: bool = True, expression: np.ndarray | None = None):
+        self.paths, self.landmarks, self.augment, self.expression = paths, landmarks, augment, expression
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -87,11 +101,15 @@ class AlignedFaces(Dataset):
     def __getitem__(self, i: int):
         image = cv2.cvtColor(cv2.imread(str(self.paths[i])), cv2.COLOR_BGR2RGB)
         points = self.landmarks[i].copy()
+        expression = None if self.expression is None else self.expression[i].copy()
         rng = np.random.default_rng() if self.augment else np.random.default_rng(i)
         if self.augment and rng.random() < 0.5:
             image = image[:, ::-1]
             points[:, 0] = image.shape[1] - points[:, 0]
             points = points[MIRROR]
+            if expression is not None:
+                expression[:, 0] = image.shape[1] - expression[:, 0]
+                expression = expression[mesh.EXPRESSION_MIRROR]
         matrix = align.similarity(points)
         if self.augment:
             angle, scale = rng.uniform(-6, 6), rng.uniform(0.94, 1.06)
@@ -99,7 +117,8 @@ class AlignedFaces(Dataset):
             jitter[:, 2] += rng.uniform(-3, 3, 2)
             matrix = (np.vstack([jitter, [0, 0, 1]]) @ np.vstack([matrix, [0, 0, 1]]))[:2].astype(np.float32)
         crop = align.crop(np.ascontiguousarray(image), matrix)
-        inputs = align.network_input(crop, align.transform_points(points, matrix))
+        moved = None if expression is None else align.transform_points(expression, matrix)
+        inputs = align.network_input(crop, align.transform_points(points, matrix), moved)
         target = crop.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
         return torch.from_numpy(inputs), torch.from_numpy(target)
 
@@ -143,14 +162,16 @@ def train(args: argparse.Namespace, detector, log=print) -> Path:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda asked for, but torch sees no CUDA device")
     torch.manual_seed(args.seed)
-    paths, landmarks = prepare_index(folder, out, detector, log)
+    face_mesh = mesh.FaceMesh(open_engine(mesh.runnable_model(), "onnxruntime", "cpu")) if args.condition == "mesh" else None
+    paths, landmarks, expression = prepare_index(folder, out, detector, log, face_mesh)
     loader = DataLoader(
-        AlignedFaces(paths, landmarks), batch_size=args.batch, shuffle=True, drop_last=True,
+        AlignedFaces(paths, landmarks, expression=expression), batch_size=args.batch, shuffle=True, drop_last=True,
         num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
     )
     if len(loader) == 0:
         raise InputError(f"{len(paths)} faces is fewer than one batch of {args.batch}")
-    generator, discriminator = Generator().to(device), Discriminator().to(device)
+    channels = align.MESH_IN_CHANNELS if args.condition == "mesh" else align.IN_CHANNELS
+    generator, discriminator = Generator(channels).to(device), Discriminator(in_channels=channels).to(device)
     embedder = IdentityEmbedder(args.sface).to(device).eval()
     g_opt = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.5, 0.99))
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.99))
@@ -249,7 +270,7 @@ def export(generator: Generator, path: Path) -> Path:
     from veil.engines.export import export_onnx
 
     generator = generator.float().cpu().eval()
-    example = (torch.randn(1, 9, align.SIZE, align.SIZE), torch.randn(1, LATENT))
+    example = (torch.randn(1, generator.stem.in_channels, align.SIZE, align.SIZE), torch.randn(1, LATENT))
     export_onnx(generator, example, path, input_names=["image", "latent"], output_names=["face"], dynamic_batch=True)
     return path
 
@@ -260,6 +281,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda when torch sees a GPU")
     parser.add_argument("--minutes", type=float, default=0, help="stop after this much training (0: use --steps)")
     parser.add_argument("--steps", type=int, default=0, help="stop at this total step count (0: use --minutes)")
+    parser.add_argument("--condition", choices=("landmarks", "mesh"), default="landmarks",
+                        help="mesh: also condition on the face mesh's mouth and eyelids, so generated faces keep the expression")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--workers", type=int, default=4)

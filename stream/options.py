@@ -17,6 +17,7 @@ class Options:
     mode: str = "blur"  # one of veil.stream.anonymisers.MODES
     keyframe_every: int = KEYFRAME_EVERY  # synth: frames between generator runs at most (1: every frame)
     secret: str | None = None  # synth: picks each track's identity; None: random per run
+    generator: str | None = None  # synth: a generator ONNX file (veil train writes one); None: the shipped weights
     backend: str = "onnxruntime"  # runs the generator (the detector's is in detector_options)
     device: str = "cpu"
     # Keep frames on the engines' device from upload to download (veil.stream.gpu). None:
@@ -58,6 +59,8 @@ class Options:
 
             self.recovery_keys = tuple(str(path) for path in self.recovery_keys)
             self._recipients = [load_public(path) for path in self.recovery_keys]  # a bad key fails now
+        if self.generator is not None and self.mode != "synth":
+            raise InputError(f"--generator is the synth mode's; this run's mode is {self.mode}")
         if self.keep and self.only:
             raise InputError("--keep and --only do not go together: keep some people visible, or hide only some")
         self.keep, self.only = tuple(str(p) for p in self.keep), tuple(str(p) for p in self.only)
@@ -77,7 +80,7 @@ class Options:
     def share_anonymiser(self, shared: dict) -> None:
         """Take the anonymiser of an earlier run with the same hiding settings from ``shared``
         (or leave this one's there): the cameras of one process then fill one generator batch."""
-        key = (self.mode, self.strength, self.margin, self.shape, self.keyframe_every, self.secret, self.backend,
+        key = (self.mode, self.strength, self.margin, self.shape, self.keyframe_every, self.secret, self.generator, self.backend,
                self.device, self.live)
         self._anonymiser = shared.setdefault(key, self.anonymiser())
 

@@ -83,9 +83,10 @@ def build_stages(options: Options, detector: Detector, fps: float, *, live: bool
         stages.insert(0, gpu.UploadStage(transfers))
     if not live:
         stages.append(BackfillStage(frames=round(options.backfill_s * fps)))
-    if options.shape == "contour":
+    if options.anonymiser().wants_mesh:
         if resident:
-            raise InputError("--shape contour runs on the host frame path; leave --device cuda's frames off the device, or use ellipse")
+            raise InputError("the face mesh (--shape contour, a generator trained with it) runs on the host frame path; "
+                             "leave --device cuda's frames off the device")
         threads = max(1, available_cores() // 2) if live else None  # as the live detector's
         stages.append(MeshStage(open_face_mesh(options.backend, options.device, threads)))
     if audit is not None:

@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     anonymise.add_argument("--mode", choices=MODES, default="blur", help="synth: a generated face of nobody, with the same pose and expression")
     anonymise.add_argument("--keyframe-every", type=_number("keyframe_every"), default=KEYFRAME_EVERY, metavar="N",
                            help="synth: generate each face at most N frames apart and carry it along the face's motion in between (1: every frame)")
+    anonymise.add_argument("--generator", metavar="ONNX", help="synth: a generator that veil train wrote (default: the shipped weights)")
     anonymise.add_argument("--secret", help="synth: key that picks each track's synthetic identity (default: random per run; set it to repeat a run)")
     anonymise.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="what runs the detector and generator models")
     anonymise.add_argument("--device", choices=DEVICES, default="cpu", help="where they run (cuda needs a GPU build of the backend)")
@@ -180,7 +181,7 @@ def _options(args):
         detector_options["tiles"] = True
     detector_options.update(backend=args.backend, device=args.device)
     return Options(
-        mode=args.mode, keyframe_every=args.keyframe_every, secret=args.secret, backend=args.backend, device=args.device,
+        mode=args.mode, keyframe_every=args.keyframe_every, secret=args.secret, generator=args.generator, backend=args.backend, device=args.device,
         detector=args.detector, detector_options=detector_options,
         detect_every=args.detect_every, strength=args.strength, margin=args.margin, shape=args.shape,
         coast_s=args.coast, tentative_coast_s=args.coast_tentative, stage_timeout=args.stage_timeout,

@@ -23,13 +23,13 @@ def make_anonymiser(options: Options):
     from veil.engines.batching import BatchingEngine
     from veil.engines.onnx_models import available_cores
     from veil.engines.runtime import open_engine
-    from veil.stream.anonymisers.synth import SynthAnonymiser
+    from veil.stream.anonymisers.synth import SynthAnonymiser, generator_uses_mesh
 
     fallback = Anonymiser(mode="pixelate", shape=options.shape, margin=options.margin, strength=options.strength)
     threads = max(1, available_cores() // 2) if options.live else None
-    engine = open_engine(GENERATOR_WEIGHTS, options.backend, options.device, intra_op_threads=threads)
+    engine = open_engine(options.generator or GENERATOR_WEIGHTS, options.backend, options.device, intra_op_threads=threads)
     secret = None if options.secret is None else options.secret.encode()
-    return SynthAnonymiser(BatchingEngine(engine), secret=secret, fallback=fallback)
+    return SynthAnonymiser(BatchingEngine(engine), secret=secret, fallback=fallback, uses_mesh=generator_uses_mesh(engine))
 
 
 def stream_anonymiser(options: Options, *, live: bool = False, transfers=None):

@@ -60,6 +60,11 @@ class Anonymiser:
         if not 0 <= self.feather <= 1:
             raise InputError(f"feather must be a number from 0 to 1, got {self.feather!r}")
 
+    @property
+    def wants_mesh(self) -> bool:
+        """Whether the faces it is given should carry their meshes (veil.stream.stages.mesh)."""
+        return self.shape == "contour"
+
     def apply(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         """A copy of ``image`` with every face in ``faces`` obscured."""
         out = image.copy()

@@ -8,6 +8,11 @@ input gives the same output.
 
 Fail closed: a face the generator cannot safely replace (no landmarks, too small, or
 whose aligned face region would not cover its detection box) is pixelated instead.
+
+A generator trained with the face mesh (``veil train --condition mesh``: 17 input channels)
+is also given each face's mouth and eyelids from its mesh (veil.engines.mesh.EXPRESSION),
+so the face it draws opens the mouth and closes the eyes as the person does; a face without
+a confident mesh gets a neutral expression from its five landmarks.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import numpy as np
 
 from veil.engines import GENERATOR_WEIGHTS, align
 from veil.engines.engine import MAX_BATCH
+from veil.engines.mesh import EXPRESSION
+from veil.errors import InputError
 from veil.kernels.composite import paste
 from veil.stream.anonymisers.classic import Anonymiser
 from veil.stream.faces import Faces
@@ -44,6 +51,16 @@ def latent_code(secret: bytes, track_id: int) -> np.ndarray:
     """
     digest = hmac.new(secret, f"track:{int(track_id)}".encode(), hashlib.sha256).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little")).standard_normal(align.LATENT).astype(np.float32)
+
+
+def generator_uses_mesh(engine) -> bool:
+    """Whether a generator engine takes the mesh's expression heatmaps (its image input's
+    channels say); anything but Veil's two inputs is refused."""
+    channels = engine.input_types["image"][1][1]
+    if channels not in (align.IN_CHANNELS, align.MESH_IN_CHANNELS):
+        raise InputError(f"the generator takes {channels} input channels; Veil's take {align.IN_CHANNELS} "
+                         f"(five landmarks) or {align.MESH_IN_CHANNELS} (and the face mesh)")
+    return channels == align.MESH_IN_CHANNELS
 
 
 def _core_points(box: np.ndarray, n: int = 9) -> np.ndarray:
@@ -80,6 +97,7 @@ class AlignedFace:
     crop: object  # SIZExSIZEx3 BGR, the original face: uint8 numpy, or float on the device path
     points: np.ndarray  # 5x2 landmarks in crop pixels
     grey: np.ndarray  # SIZExSIZE uint8, the crop in grey on the host: what motion is measured on
+    expression: np.ndarray | None = None  # 8x2 crop pixels, for a generator conditioned on the mesh
 
 
 def _submit(engine, inputs: dict) -> Future:
@@ -123,7 +141,8 @@ class SynthAnonymiser:
     """Same surface as ``Anonymiser``: ``apply(image_bgr, faces) -> image``."""
 
     def __init__(self, engine=None, secret: bytes | None = None, fallback: Anonymiser | None = None,
-                 intra_op_threads: int | None = None):
+                 intra_op_threads: int | None = None, uses_mesh: bool = False):
+        """``uses_mesh``: the generator takes the mesh's expression too (``generator_uses_mesh``)."""
         if engine is None:
             from veil.engines.runtime import open_engine
 
@@ -131,6 +150,12 @@ class SynthAnonymiser:
         self.engine = engine
         self.secret = os.urandom(16) if secret is None else secret
         self.fallback = fallback or Anonymiser(mode="pixelate")
+        self.uses_mesh = uses_mesh
+
+    @property
+    def wants_mesh(self) -> bool:
+        """Whether the faces it is given should carry their meshes (veil.stream.stages.mesh)."""
+        return self.uses_mesh or self.fallback.wants_mesh
 
     def align(self, image: np.ndarray, faces: Faces) -> tuple[list[AlignedFace], list[int]]:
         """The faces the generator can safely replace, and the indices of those it cannot."""
@@ -146,10 +171,17 @@ class SynthAnonymiser:
         greys = self.greys(crops)
         aligned = [
             AlignedFace(i, int(faces.track_ids[i]) if faces.track_ids[i] >= 0 else -1 - i,  # untracked: one code per face
-                        matrix, crop, align.transform_points(faces.landmarks[i], matrix), grey)
+                        matrix, crop, points := align.transform_points(faces.landmarks[i], matrix), grey,
+                        self._expression(faces.mesh[i], matrix, points) if self.uses_mesh else None)
             for (i, matrix), crop, grey in zip(usable, crops, greys, strict=True)
         ]  # fmt: skip
         return aligned, fallback
+
+    @staticmethod
+    def _expression(mesh: np.ndarray, matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """A face's 8 expression points in crop pixels: its mesh's, or neutral without one."""
+        expression = mesh[list(EXPRESSION)]
+        return align.transform_points(expression, matrix) if np.isfinite(expression).all() else align.neutral_expression(points)
 
     def crops(self, image: np.ndarray, matrices: list[np.ndarray]) -> list:
         return [align.crop(image, matrix) for matrix in matrices]
@@ -167,7 +199,7 @@ class SynthAnonymiser:
         return Generation(futures, len(faces), self.to_crop)
 
     def network_inputs(self, faces: list[AlignedFace]):
-        return np.stack([align.network_input(face.crop[:, :, ::-1], face.points) for face in faces])
+        return np.stack([align.network_input(face.crop[:, :, ::-1], face.points, face.expression) for face in faces])
 
     def beside(self, array: np.ndarray):
         """A small host array where this anonymiser's images live."""

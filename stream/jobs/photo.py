@@ -43,7 +43,7 @@ def run_image(input_path, output_path, options: Options, detector: Detector, *, 
     check_kind(input_path, output, photo=True)
     image, alpha = read_photo(input_path)
     faces, kept, decisions = select_in_photo(image, detector.detect(image), options)
-    if options.shape == "contour":
+    if options.anonymiser().wants_mesh:
         faces = with_meshes(open_face_mesh(options.backend, options.device), image, faces)
     result = options.anonymiser().apply(image, faces)
     if alpha is not None:

@@ -18,8 +18,9 @@ import skimage.data
 import torch
 
 from veil import cli
-from veil.engines import align, train
+from veil.engines import align, mesh, train
 from veil.engines.generator import IN_CHANNELS, LATENT
+from veil.engines.runtime import open_engine
 from veil.errors import InputError
 from veil.stream.detectors import make_detector
 
@@ -156,7 +157,7 @@ def test_a_photo_without_a_face_stays_out_of_the_training_index(faces, tmp_path)
     folder = tmp_path / "faces"
     shutil.copytree(faces, folder)
     write_photo(folder / "coffee.jpg", "coffee")
-    paths, landmarks = train.prepare_index(folder, tmp_path / "out", DETECTOR, log=lambda *_: None)
+    paths, landmarks, _ = train.prepare_index(folder, tmp_path / "out", DETECTOR, log=lambda *_: None)
     assert len(paths) == len(landmarks) == 8
     assert folder / "coffee.jpg" not in paths
 
@@ -203,3 +204,72 @@ def test_a_flipped_sample_keeps_each_landmark_the_landmark_it_names(tmp_path, yu
     # (measured: 0.03 mean difference from the mirror, 0.35 from the plain crop)
     plain, flipped = samples[False][1], samples[True][1]
     assert np.abs(flipped - plain[:, :, ::-1]).mean() < 0.1 < np.abs(flipped - plain).mean()
+
+
+# --- conditioning on the face mesh (veil train --condition mesh) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_on_mesh(faces, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run_mesh") / "out"
+    assert train_main(faces, out, 2, "--condition", "mesh") == 0
+    return out
+
+
+def test_training_on_the_mesh_indexes_each_face_s_expression_and_exports_17_channels(trained_on_mesh):
+    index = np.load(trained_on_mesh / "index_mesh.npz")
+    assert index["expression"].shape == (8, align.EXPRESSION_POINTS, 2) and np.isfinite(index["expression"]).all()
+    # the mesh's mouth corners lie by YuNet's (two independent models on the same photos)
+    eye_distance = np.linalg.norm(index["landmarks"][:, 0] - index["landmarks"][:, 1], axis=1)
+    apart = np.linalg.norm(index["expression"][:, :2] - index["landmarks"][:, 3:], axis=2).max(axis=1)
+    assert (apart < 0.25 * eye_distance).all(), apart / eye_distance
+    session = onnxruntime.InferenceSession(str(trained_on_mesh / "generator.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1] == align.MESH_IN_CHANNELS
+
+
+def test_a_generator_trained_on_the_mesh_is_given_each_face_s_mesh_in_a_run(trained_on_mesh, tmp_path):
+    """veil run --mode synth --generator: the mesh stage runs, and the generator's 8 extra
+    heatmaps peak where the face's mesh puts its mouth and eyelids."""
+    from veil.stream.options import Options
+    from veil.stream.stages.mesh import open_face_mesh, with_meshes
+
+    options = Options(mode="synth", generator=str(trained_on_mesh / "generator.onnx"), secret="tests")
+    synth = options.anonymiser()
+    assert synth.uses_mesh and synth.wants_mesh
+    image = astronaut_bgr()
+    faces = with_meshes(open_face_mesh("onnxruntime", "cpu"), image, DETECTOR.detect(image))
+    (face,), fallback = synth.align(image, faces)
+    assert fallback == []
+    inputs = synth.network_inputs([face])[0]
+    assert inputs.shape == (align.MESH_IN_CHANNELS, align.SIZE, align.SIZE)
+    peaks = np.array([np.unravel_index(heatmap.argmax(), heatmap.shape)[::-1] for heatmap in inputs[align.IN_CHANNELS:]])
+    expected = align.transform_points(faces.mesh[0][list(mesh.EXPRESSION)], face.matrix)
+    np.testing.assert_allclose(peaks, expected, atol=1.0)
+    # without a mesh the face is still generated, with a neutral expression from its five points
+    (bare,), _ = synth.align(image, DETECTOR.detect(image))
+    np.testing.assert_allclose(bare.expression, align.neutral_expression(bare.points))
+    photo, out = tmp_path / "astronaut.jpg", tmp_path / "out.png"
+    cv2.imwrite(str(photo), image)
+    assert cli.main(["run", str(photo), "-o", str(out), "--mode", "synth", "--generator", str(trained_on_mesh / "generator.onnx")]) == 0
+    assert cv2.imread(str(out)).shape == image.shape
+
+
+def test_a_flipped_sample_keeps_each_expression_point_the_point_it_names(tmp_path, monkeypatch):
+    path = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(path), astronaut_bgr())
+    faces = DETECTOR.detect(cv2.imread(str(path)))
+    points = mesh.FaceMesh(open_engine(mesh.runnable_model(), "onnxruntime", "cpu")).meshes(cv2.imread(str(path)), faces.boxes, faces.landmarks).points
+    dataset = train.AlignedFaces([path], faces.landmarks[:1], augment=True, expression=points[:, list(mesh.EXPRESSION), :2])
+    peaks = {}
+    for flip in (False, True):
+        with monkeypatch.context() as patch:
+            patch.setattr(np.random, "default_rng", lambda *args, flip=flip: ScriptedRng(flip))
+            inputs = dataset[0][0].numpy()
+        peaks[flip] = np.array([np.unravel_index(h.argmax(), h.shape)[::-1] for h in inputs[align.IN_CHANNELS:]], float)
+    for found in peaks.values():
+        # the right mouth corner and the right eye's lids (the person's right) on the image's left half
+        assert found[0, 0] < align.SIZE / 2 < found[1, 0] and found[4, 0] < align.SIZE / 2 < found[6, 0]
+        assert found[4, 1] < found[5, 1] and found[6, 1] < found[7, 1]  # upper lids above lower ones
+    mirrored = peaks[True].copy()
+    mirrored[:, 0] = align.SIZE - 1 - mirrored[:, 0]
+    np.testing.assert_allclose(mirrored[mesh.EXPRESSION_MIRROR], peaks[False], atol=3)
