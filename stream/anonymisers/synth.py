@@ -56,6 +56,8 @@ def latent_code(secret: bytes, track_id: int) -> np.ndarray:
 def generator_uses_mesh(engine) -> bool:
     """Whether a generator engine takes the mesh's expression heatmaps (its image input's
     channels say); anything but Veil's two inputs is refused."""
+    if set(engine.input_names) != {"image", "latent"}:
+        raise InputError(f"not a Veil generator: it takes {', '.join(engine.input_names)}, not image and latent (veil train writes one)")
     channels = engine.input_types["image"][1][1]
     if channels not in (align.IN_CHANNELS, align.MESH_IN_CHANNELS):
         raise InputError(f"the generator takes {channels} input channels; Veil's take {align.IN_CHANNELS} "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.resources
 import threading
 from pathlib import Path
-from xml.etree import ElementTree
 
 import cv2
 import numpy as np
@@ -19,6 +18,7 @@ from veil.stream.detectors.centerface import runnable_model as centerface_model
 from veil.stream.detectors.passes import is_dark
 from veil.stream.detectors.yunet import MODEL_FILE
 from veil.stream.faces import iou_matrix
+from veil.testing.annotated import annotated_photos
 
 DLIB_FACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "annotated" / "dlib_faces"
 # The astronaut's face in skimage.data.astronaut(), drawn by hand (x1, y1, x2, y2).
@@ -44,15 +44,7 @@ def annotated_faces(xml_name: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, boxes x1 y1 x2 y2) for each image of a dlib imglab file."""
     if not DLIB_FACES.is_dir():
         pytest.skip(f"real annotated photos not present at {DLIB_FACES} (../shared/data)")
-    images = []
-    for image in ElementTree.parse(DLIB_FACES / xml_name).getroot().iter("image"):
-        boxes = [
-            [int(box.get("left")), int(box.get("top")),
-             int(box.get("left")) + int(box.get("width")), int(box.get("top")) + int(box.get("height"))]
-            for box in image.iter("box")
-        ]
-        images.append((cv2.imread(str(DLIB_FACES / image.get("file"))), np.array(boxes, float)))
-    return images
+    return [(image, boxes) for image, boxes, _ in annotated_photos(DLIB_FACES, xml_name)]
 
 
 @pytest.mark.parametrize("xml_name", ["testing.xml", "training.xml"])

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import lossless_clip, raw_h264
+from veil.engines import MEDIAPIPE_WEIGHTS
 from veil.testing.privacy import decoded_frames, leaked_faces
+
+MESH_MODEL = MEDIAPIPE_WEIGHTS / "face_mesh.onnx"  # an ONNX model that is not a generator
 
 
 def veil(*args, cwd=None):
@@ -125,6 +128,18 @@ def test_bad_option_value_is_an_input_error(example_clip, tmp_path):
     clip, _ = example_clip
     result = veil("run", clip, "-o", tmp_path / "o.mp4", "--strength", "0")
     assert_clean_input_error(result, "strength")
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--mode", "blur", "--generator", "any.onnx"), "--generator is the synth mode's"),
+    (("--mode", "synth", "--generator", "missing.onnx"), "ONNX model not found"),
+    (("--mode", "synth", "--generator", str(MESH_MODEL)), "not a Veil generator"),
+], ids=["not synth", "missing file", "another model"])
+def test_a_bad_generator_is_one_line_before_any_output(example_clip, tmp_path, flags, message):
+    clip, _ = example_clip
+    out = tmp_path / "o.mp4"
+    assert_clean_input_error(veil("run", clip, "-o", out, *flags), message)
+    assert not out.exists()
 
 
 def test_doctor_reports_the_encoder_and_onnx_runtime_providers():
