@@ -115,6 +115,7 @@ _SYNTH = {
     **_HIDE,
     "keyframe-every": Property(_whole, "keyframe_every"),
     "secret": Property(str, "secret"),
+    "generator": Property(str, "generator"),
     "backend": Property(_choice("onnxruntime", "torch", "tensorrt"), "backend"),
     "device": Property(_choice("cpu", "cuda"), "device"),
 }
@@ -311,8 +312,9 @@ class Description:
         hiding = {"strength": options.strength, "margin": options.margin, "shape": options.shape}
         if options.mode == "synth":
             hiding.update({"keyframe-every": options.keyframe_every, "backend": options.backend, "device": options.device})
-            if options.secret is not None:
-                hiding["secret"] = options.secret
+            for key in ("secret", "generator"):
+                if getattr(options, key) is not None:
+                    hiding[key] = getattr(options, key)
         elements = [Element(options.detector, detecting),
                     Element("track", {"coast": options.coast_s, "coast-tentative": options.tentative_coast_s})]
         if options.backfill_s:

@@ -93,7 +93,7 @@ def test_a_launch_line_without_its_ends_or_with_an_unknown_element_is_one_line(t
     assert "starts with its source and ends with its sink" in capsys.readouterr().err
     assert cli("launch", f"in.mp4 ! yunet ! track ! smudge ! {tmp_path / 'out.mp4'}") == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("veil: error: unknown element 'smudge'; valid elements: yunet, centerface, track")
+    assert error.startswith("veil: error: unknown element 'smudge'; valid elements: yunet, centerface, mediapipe, mediapipe-short, track")
     assert len(error.splitlines()) == 1
 
 
