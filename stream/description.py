@@ -302,8 +302,8 @@ class Description:
         detector = detector_class(options.detector)
         found = {"score_threshold": detector.SCORE_THRESHOLD, "input_size": detector.INPUT_SIZE, **options.detector_options}
         detecting = {"threshold": found["score_threshold"], "size": found["input_size"]}
-        if found.get("tiles"):
-            detecting["tiles"] = True
+        if "tiles" in options.detector_options:
+            detecting["tiles"] = options.detector_options["tiles"]
         if options.detect_every != 1:
             detecting["every"] = options.detect_every
         for key in ("backend", "device"):

@@ -68,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     anonymise.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="what runs the detector and generator models")
     anonymise.add_argument("--device", choices=DEVICES, default="cpu", help="where they run (cuda needs a GPU build of the backend)")
     anonymise.add_argument("--detector", choices=DETECTOR_NAMES, default="yunet",
-                           help="mediapipe: BlazeFace full range; mediapipe-short: its short-range model, for faces within 2 m (webcams)")
+                           help="mediapipe: BlazeFace full range; mediapipe-short: its short-range model, for faces within 2 m (webcams); "
+                                "thorough: see --thorough")
+    anonymise.add_argument("--thorough", action="store_true",
+                           help="for datasets and photo sets: YuNet and CenterFace, on tiles and mirrored, at lower thresholds (several times slower)")
     anonymise.add_argument("--threshold", type=_number("threshold"), help="detector score threshold (low by default: a miss costs more than a false alarm)")
     anonymise.add_argument("--detect-size", type=_number("detect_size"), metavar="PX", help="scale the longest side to PX before detecting (default: the detector's own)")
     anonymise.add_argument("--native", action="store_true", help="detect at the frame's native resolution (small faces)")
@@ -171,6 +174,8 @@ def _options(args):
     detector_options = {}
     if args.threshold is not None:
         detector_options["score_threshold"] = args.threshold
+    if args.thorough and args.detector not in ("yunet", "thorough"):
+        raise InputError(f"--thorough is a detector of its own; it does not go with --detector {args.detector}")
     if args.native and args.detect_size:
         raise InputError("--native and --detect-size contradict each other; give one")
     if args.native:
@@ -182,7 +187,7 @@ def _options(args):
     detector_options.update(backend=args.backend, device=args.device)
     return Options(
         mode=args.mode, keyframe_every=args.keyframe_every, secret=args.secret, generator=args.generator, backend=args.backend, device=args.device,
-        detector=args.detector, detector_options=detector_options,
+        detector="thorough" if args.thorough else args.detector, detector_options=detector_options,
         detect_every=args.detect_every, strength=args.strength, margin=args.margin, shape=args.shape,
         coast_s=args.coast, tentative_coast_s=args.coast_tentative, stage_timeout=args.stage_timeout,
         target_delay_s=None if args.target_delay is None else args.target_delay / 1000,

@@ -13,7 +13,7 @@ import numpy as np
 from veil.errors import InputError
 from veil.stream.faces import Faces
 
-DETECTOR_NAMES = ("yunet", "centerface", "mediapipe", "mediapipe-short")
+DETECTOR_NAMES = ("yunet", "centerface", "mediapipe", "mediapipe-short", "thorough")  # thorough: yunet and centerface, for datasets
 
 
 class Detector(Protocol):
@@ -36,6 +36,10 @@ def detector_class(name: str) -> type:
         from veil.stream.detectors.blazeface import BlazeFace, BlazeFaceShort
 
         return BlazeFace if name == "mediapipe" else BlazeFaceShort
+    if name == "thorough":
+        from veil.stream.detectors.thorough import Thorough
+
+        return Thorough
     raise InputError(f"unknown detector {name!r}; valid names: {', '.join(DETECTOR_NAMES)}")
 
 

@@ -175,7 +175,8 @@ def test_a_shared_detector_batches_concurrent_frames_and_finds_what_it_finds_alo
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert shared.engine.calls < shared.engine.requests  # some passes of different frames shared a call
+    engines = [member.engine for member in getattr(shared, "members", [shared])]  # thorough's: YuNet's and CenterFace's
+    assert any(engine.calls < engine.requests for engine in engines)  # some passes of different frames shared a call
     for i, frame in enumerate(frames):
         expected = alone.detect(frame)
         np.testing.assert_allclose(found[i].boxes, expected.boxes, atol=1e-3)

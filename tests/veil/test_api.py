@@ -16,6 +16,7 @@ import veil
 from tests.conftest import REPO
 from tests.known_faces import judged_faces, raw_faces
 from veil.cli import main
+from veil.stream.detectors import DETECTOR_NAMES
 from veil.testing.clips import make_example_clip
 from veil.testing.privacy import decoded_frames
 
@@ -78,6 +79,17 @@ def test_flags_a_launch_line_and_a_pipeline_file_make_the_same_video(clip, tmp_p
             np.testing.assert_array_equal(a, b, err_msg=f"{other} differs from the flags' run on frame {index}")
 
 
+def test_thorough_is_a_detector_element_and_its_run_hides_every_known_face(clip, tmp_path, capsys):
+    source, truth = clip
+    out = tmp_path / "thorough.mp4"
+    assert cli("run", source, "-o", out, "--thorough", "--print-pipeline") == 0
+    assert f"{source} reconnect=30 stage-timeout=30 ! thorough " in capsys.readouterr().out
+    assert cli("run", source, "-o", out, "--thorough", "-q") == 0
+    assert_every_known_face_hidden(source, out, truth)
+    assert cli("run", source, "-o", tmp_path / "other.mp4", "--thorough", "--detector", "centerface") == 2
+    assert "--thorough is a detector of its own" in capsys.readouterr().err
+
+
 def test_a_pipeline_file_with_graph_flags_beside_it_is_refused(clip, tmp_path, capsys):
     toml = tmp_path / "run.toml"
     toml.write_text('[[element]]\nname = "yunet"\n[[element]]\nname = "track"\n[[element]]\nname = "blur"\n')
@@ -93,7 +105,7 @@ def test_a_launch_line_without_its_ends_or_with_an_unknown_element_is_one_line(t
     assert "starts with its source and ends with its sink" in capsys.readouterr().err
     assert cli("launch", f"in.mp4 ! yunet ! track ! smudge ! {tmp_path / 'out.mp4'}") == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("veil: error: unknown element 'smudge'; valid elements: yunet, centerface, mediapipe, mediapipe-short, track")
+    assert error.startswith(f"veil: error: unknown element 'smudge'; valid elements: {', '.join(DETECTOR_NAMES)}, track, backfill")
     assert len(error.splitlines()) == 1
 
 
