@@ -134,9 +134,7 @@ class Anonymiser:
             alpha = contour_mask(region, outline, *self._contour_sizes(outline))
         else:
             alpha = feathered_mask(region, "box" if self.shape == "box" else "ellipse", self.feather)
-        hidden = self._hidden(roi, region.face)
-        blended = roi.astype(np.float32) * (1 - alpha) + hidden.astype(np.float32) * alpha
-        image[region.top : region.bottom, region.left : region.right] = np.rint(blended).astype(np.uint8)
+        blend_into(roi, self._hidden(roi, region.face), alpha)
 
     def _hidden(self, roi: np.ndarray, face: float) -> np.ndarray:
         """The obscured version of the whole region."""
@@ -153,6 +151,16 @@ class Anonymiser:
         mid = cv2.resize(small, (small.shape[1] * 4, small.shape[0] * 4), interpolation=cv2.INTER_LINEAR)
         mid = cv2.GaussianBlur(mid, (0, 0), sigmaX=2.0, borderType=cv2.BORDER_REPLICATE)
         return cv2.resize(mid, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def blend_into(roi: np.ndarray, hidden: np.ndarray, alpha: np.ndarray) -> None:
+    """``roi`` becomes ``roi * (1 - alpha) + hidden * alpha``, rounded, in place, in one
+    OpenCV pass: 0.2 ms for a 312x357 region where NumPy's float blend took 2.4-2.8 ms
+    (four such faces were a third of a 720p frame's time). OpenCV divides by the weights'
+    sum plus 1e-5, which moves a level by one on 0.02% of the rim's values, and never where
+    alpha is 0 (those pixels stay bit for bit) or 1 (those are the hidden pixels)."""
+    weight = np.ascontiguousarray(alpha[:, :, 0])
+    roi[...] = cv2.blendLinear(roi, np.ascontiguousarray(hidden), 1 - weight, weight)
 
 
 def cover_whole_frame(frame: Frame) -> Frame:
