@@ -15,7 +15,7 @@ from veil.engines.onnx_models import dequantize, load_session
 from veil.errors import InputError, MissingDependency
 from veil.stream.detectors import DETECTOR_NAMES, make_detector
 from veil.stream.detectors.centerface import runnable_model as centerface_model
-from veil.stream.detectors.passes import is_dark
+from veil.stream.detectors.passes import is_dark, mapped, picture_box
 from veil.stream.detectors.yunet import MODEL_FILE
 from veil.stream.faces import iou_matrix
 from veil.testing.annotated import annotated_photos
@@ -194,3 +194,31 @@ def test_black_bars_are_not_the_picture_when_judging_it_dark(astronaut):
     dim = (picture * 0.2).astype(np.uint8)
     assert is_dark(dim) and is_dark(cv2.copyMakeBorder(dim, 0, 0, 437, 438, cv2.BORDER_CONSTANT))
     assert is_dark(np.zeros((720, 1280, 3), np.uint8))
+
+
+def test_only_the_picture_between_black_bars_is_searched_at_the_whole_frames_scale(astronaut):
+    """A pillarboxed or letterboxed frame is searched between its bars, at the scale the whole
+    frame is searched at: the same face, in the same place, for a third of the work."""
+    pillarboxed = cv2.copyMakeBorder(cv2.resize(astronaut, (405, 720)), 0, 0, 437, 438, cv2.BORDER_CONSTANT)
+    letterboxed = cv2.copyMakeBorder(cv2.resize(astronaut, (1280, 540)), 90, 90, 0, 0, cv2.BORDER_CONSTANT)
+    top, bottom, left, right = picture_box(pillarboxed)
+    assert (top, bottom) == (0, 720) and 421 <= left <= 437 and 842 <= right <= 858  # one sampled column of bar stays
+    top, bottom, left, right = picture_box(letterboxed)
+    assert (left, right) == (0, 1280) and 74 <= top <= 90 and 630 <= bottom <= 646
+    yunet = make_detector("yunet")
+    for frame in (pillarboxed, letterboxed):
+        whole = mapped(yunet.detect_native(cv2.resize(frame, (960, 540), interpolation=cv2.INTER_AREA)), 0.75, 0.75)
+        found = yunet.detect(frame)
+        assert len(found) == len(whole) == 1
+        assert iou_matrix(found.boxes, whole.boxes)[0, 0] > 0.9  # anchors fall on other pixels: a detector's own jitter
+
+
+def test_a_dark_edge_with_texture_is_not_cut_as_a_bar(astronaut):
+    """Only flat black is a bar: a night scene's dim edge, where a face may be, is searched."""
+    frame = cv2.copyMakeBorder(cv2.resize(astronaut, (405, 720)), 0, 0, 437, 438, cv2.BORDER_CONSTANT)
+    frame[:, :437] = np.random.default_rng(0).integers(0, 24, (720, 437, 3), dtype=np.uint8)
+    top, bottom, left, right = picture_box(frame)
+    assert (top, bottom, left) == (0, 720, 0) and right <= 858
+    assert picture_box(np.zeros((720, 1280, 3), np.uint8)) == (0, 720, 0, 1280)
+    dim = (frame * 0.1).astype(np.uint8)  # all of it below a bar's level: nothing is cut
+    assert picture_box(dim) == (0, 720, 0, 1280)
