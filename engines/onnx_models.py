@@ -51,6 +51,11 @@ def load_session(
     options = onnxruntime.SessionOptions()
     options.log_severity_level = QUIET
     options.intra_op_num_threads = intra_op_threads or available_cores()
+    # Idle pool threads sleep instead of spinning: a model always shares the cores with
+    # decode, the other stages and the encoder, and spinning took their time. On 2 cores,
+    # 720p, 100 frames: a pan across a crowd went from 19.4-22.5 to 25.1-27.7 fps, a
+    # gallery of four from 27.1-35.7 to 36.6-44.1 (benchmarks/RESULTS.md has the method).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     else:
