@@ -31,7 +31,7 @@ from veil.errors import InputError
 from veil.stream.anonymisers import MODES
 from veil.stream.anonymisers.classic import SHAPES
 from veil.stream.detectors import DETECTOR_NAMES, detector_class
-from veil.stream.options import Options
+from veil.stream.options import ENCODER_PRESETS, Options
 
 try:
     import tomllib
@@ -97,7 +97,10 @@ _SOURCE = {
     "reconnect": Property(_number, "reconnect_s"),
     "stage-timeout": Property(_number, "stage_timeout"),
 }
-_SINK = {"target-delay": Property(_seconds_from_ms, "target_delay_s", lambda s: f"{s * 1000:g}")}
+_SINK = {
+    "target-delay": Property(_seconds_from_ms, "target_delay_s", lambda s: f"{s * 1000:g}"),
+    "preset": Property(_choice(*ENCODER_PRESETS), "preset"),
+}
 _DETECTOR = {
     "threshold": Property(_number, "detector_options.score_threshold"),
     "size": Property(_size, "detector_options.input_size", lambda v: "native" if v is None else str(v)),
@@ -326,6 +329,8 @@ class Description:
         if options.live:
             source_properties = {"live": True, **source_properties}
         sink_properties = {} if options.target_delay_s is None else {"target-delay": options.target_delay_s}
+        if options.preset is not None:
+            sink_properties["preset"] = options.preset
         return cls(elements, source, sink, source_properties, sink_properties)
 
 

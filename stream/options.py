@@ -9,6 +9,9 @@ from veil.errors import InputError
 from veil.stream.anonymisers.propagate import KEYFRAME_EVERY
 from veil.stream.limits import LIMITS
 
+# x264's presets, fastest first: a faster one gives the cores back to detection for a bigger
+# file at the same quality (benchmarks/ENCODER.md).
+ENCODER_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 REFERENCE_SCORE = 0.8  # a reference photo's face must be clear: not the low threshold that finds every face in a frame
 
 
@@ -38,6 +41,7 @@ class Options:
     only: tuple[str, ...] = ()  # ... or of the only people hidden
     match_threshold: float | None = None  # SFace cosine a match needs; None: the selection's default
     stage_timeout: float = 30.0
+    preset: str | None = None  # x264's speed for H.264 files (ENCODER_PRESETS); None: veil.stream.io.sink's default
     progress: bool = True
     # live runs
     live: bool = False  # play a file input in real time, as a camera would deliver it
@@ -61,6 +65,8 @@ class Options:
             self._recipients = [load_public(path) for path in self.recovery_keys]  # a bad key fails now
         if self.generator is not None and self.mode != "synth":
             raise InputError(f"--generator is the synth mode's; this run's mode is {self.mode}")
+        if self.preset is not None and self.preset not in ENCODER_PRESETS:
+            raise InputError(f"unknown encoder preset {self.preset!r}; choose one of {', '.join(ENCODER_PRESETS)}")
         if self.keep and self.only:
             raise InputError("--keep and --only do not go together: keep some people visible, or hide only some")
         self.keep, self.only = tuple(str(p) for p in self.keep), tuple(str(p) for p in self.only)

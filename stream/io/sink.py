@@ -38,8 +38,9 @@ AUDIO_RATE = 48000
 
 
 def add_video(container, width: int, height: int, rate: Fraction, time_base: Fraction, *, live: bool = False,
-              keyframe_every: int | None = None) -> av.video.stream.VideoStream:
-    """A video stream in ``container`` that takes frames stamped in ``time_base``."""
+              keyframe_every: int | None = None, preset: str | None = None) -> av.video.stream.VideoStream:
+    """A video stream in ``container`` that takes frames stamped in ``time_base``. ``preset``:
+    x264's speed in place of the file default (H.264 outputs only)."""
     for name, (file_options, live_options) in VIDEO_ENCODERS.items():
         if name not in av.codecs_available:
             continue
@@ -56,6 +57,10 @@ def add_video(container, width: int, height: int, rate: Fraction, time_base: Fra
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
         options = dict(live_options if live else file_options)
+        if preset is not None:
+            if name != "libx264":
+                raise OutputError(f"an encoder preset is for H.264 outputs (mp4, mkv, mov, avi, ts, flv); {container.format.long_name} is written as {name}")
+            options["preset"] = preset
         if keyframe_every is not None and name != "gif":
             options["g"] = str(keyframe_every)
         stream.options = options
@@ -164,8 +169,10 @@ class VideoFileSink(OutputSink):
         time_base: Fraction,
         audio: list[av.audio.stream.AudioStream] = (),
         metadata: dict[str, str] | None = None,
+        preset: str | None = None,
     ):
-        """``metadata``: tags for the container (veil.stream.io.provenance's marks)."""
+        """``metadata``: tags for the container (veil.stream.io.provenance's marks). ``preset``:
+        x264's speed (veil.stream.options.ENCODER_PRESETS; None: VIDEO_ENCODERS' own)."""
         self.path, self.metadata = Path(path), metadata
         self.file = PartialFile(self.path)  # the claim: a second run on this output fails here
         self.partial = self.file.partial
@@ -175,7 +182,7 @@ class VideoFileSink(OutputSink):
             self.file.abort()
             raise OutputError(f"cannot write {self.path}: {reason(error)}") from None
         try:
-            self.video = add_video(self.container, width, height, rate, time_base)
+            self.video = add_video(self.container, width, height, rate, time_base, preset=preset)
             if metadata:
                 tag(self.container, metadata)
             self.copies: dict[int, av.stream.Stream] = {}

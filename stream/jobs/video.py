@@ -45,7 +45,7 @@ def run_video(input_path, output_path, options: Options, detector: Detector, *, 
         try:
             sink = VideoFileSink(
                 output_path, width=source.width, height=source.height, rate=source.rate, time_base=source.time_base,
-                audio=source.audio, metadata=marks(options, None if seal is None else seal.id_hex),
+                audio=source.audio, metadata=marks(options, None if seal is None else seal.id_hex), preset=options.preset,
             )  # fmt: skip
         except BaseException:
             seal.abort() if seal is not None else None

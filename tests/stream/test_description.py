@@ -15,7 +15,7 @@ SETTINGS = [
     Options(mode="synth", keyframe_every=4, secret="site-7", generator="runs/g.onnx", detector="centerface",
             detector_options={"score_threshold": 0.3, "input_size": 960}, audit="run.audit.jsonl"),
     Options(mode="solid", detect_every=2, backfill_s=0.2, detector_options={"input_size": None, "tiles": True}),
-    Options(mode="blur", detector="thorough", detector_options={"tiles": False}),
+    Options(mode="blur", detector="thorough", detector_options={"tiles": False}, preset="superfast"),
     Options(mode="blur", live=True, target_delay_s=0.25, reconnect_s=12.0, stage_timeout=5.0, backfill_s=0.0),
 ]  # fmt: skip
 

@@ -226,6 +226,24 @@ def test_a_bad_number_is_one_line_and_exit_2_or_a_run_the_gate_cannot_see_throug
             assert len(leaked_faces(gate.detect(before), after, gate)) == 0, f"{flag} {value}: the gate finds a face on frame {index}"
 
 
+def test_a_faster_encoder_preset_writes_every_frame_anonymised_and_a_bad_one_is_one_line(short_clip, tmp_path, capsys, gate):
+    """--preset trades file size for the cores: the frames are the same frames, masked the same."""
+    from tests.known_faces import raw_faces
+
+    clip, truth = short_clip
+    out = tmp_path / "fast.mp4"
+    code, err = in_process(["run", clip, "-o", out, "-q", "--preset", "ultrafast"], capsys)
+    assert code == 0, err
+    assert b"subme=0" in out.read_bytes()  # x264 writes its settings into the stream: ultrafast's
+    for (index, before), (_, after) in zip(decoded_frames(clip), decoded_frames(out), strict=True):
+        assert raw_faces(before, after, truth[index]) == [], f"a face left raw on frame {index}"
+        assert len(leaked_faces(gate.detect(before), after, gate)) == 0, f"the gate finds a face on frame {index}"
+    code, err = in_process(["run", clip, "-o", tmp_path / "bad.mp4", "--preset", "turbo"], capsys)
+    assert code == 2 and "--preset" in err and "superfast" in err and not list(tmp_path.glob("bad*"))
+    code, err = in_process(["run", clip, "-o", tmp_path / "web.webm", "-q", "--preset", "superfast"], capsys)
+    assert code == 2 and "H.264 outputs" in err and not list(tmp_path.glob("web*"))
+
+
 # --- outputs are claimed ----------------------------------------------------------------------
 
 
