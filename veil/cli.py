@@ -105,8 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--print-pipeline", action="store_true", help="print the pipeline these flags make, as a launch line, and exit")
     run.add_argument("--live", action="store_true", help="play a file input in real time, as a camera would (implied by stream outputs)")
     run.add_argument("--backfill", type=_number("backfill_s"), default=0.2, metavar="S", help="also mask a new face in the S seconds before its first detection (files only; delays output by S)")
-    run.add_argument("--preset", choices=ENCODER_PRESETS, help="x264's speed for H.264 files (default veryfast): superfast leaves more of the "
-                     "cores to detection for a file about 1.5-3 times larger at the same quality (benchmarks/ENCODER.md)")
+    run.add_argument("--preset", choices=ENCODER_PRESETS, help="x264's speed for H.264 files (default veryfast): superfast ran 10-18%% faster at "
+                     "720p for a file 1.5-3.6 times larger at the same quality (benchmarks/ENCODER.md)")
     run.add_argument("--audit", metavar="FILE", help="write one JSON line per frame with every face box")
     run.add_argument("--recovery-key", action="append", metavar="PUB", help="also seal the original pixels of every masked region for this public key (veil keygen), in OUT.veilrec; repeat for several recipients")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
