@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import resource
 import signal
@@ -98,6 +99,7 @@ def measure(server: RtmpServer, mode: str | None, seconds: float) -> dict:
     reader.start()
     relay = subprocess.Popen(relay_command(server.url("in"), target, mode), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(seconds + WARM_UP_S + 3)  # model load and connection, then the measured span
+    load = os.getloadavg()[0]  # the machine's 1-minute load over the row: what else ran beside it
     relay.send_signal(signal.SIGTERM)
     output, _ = relay.communicate(timeout=30)
     reader.join(timeout=10)
@@ -112,6 +114,7 @@ def measure(server: RtmpServer, mode: str | None, seconds: float) -> dict:
         "p99": float(np.percentile(ages, 99)) if len(ages) else float("nan"),
         "veil": veil[-1] if veil else ("-", "-", "-"),
         "unreadable": reader.unreadable,
+        "load": load,
     }
 
 
@@ -138,10 +141,10 @@ def latency(seconds: float, modes=CLASSIC_MODES) -> None:
     with camera_on_nginx() as server:
         rows = [measure(server, mode, seconds) for mode in (None, *modes)]
     print(f"RTMP loopback, 1280x720 at 30 fps, {seconds:g} s per row after {WARM_UP_S:g} s warm-up")
-    print(f"{'relay':<13} {'fps out':>7} {'glass p50':>9} {'p99':>6} {'veil p50':>8} {'p99':>6} {'dropped':>7} {'unread':>6}")
+    print(f"{'relay':<13} {'fps out':>7} {'glass p50':>9} {'p99':>6} {'veil p50':>8} {'p99':>6} {'dropped':>7} {'unread':>6} {'load':>5}")
     for r in rows:
         p50, p99, dropped = r["veil"]
-        print(f"{r['mode']:<13} {r['fps']:>7.1f} {r['p50']:>9.0f} {r['p99']:>6.0f} {p50:>8} {p99:>6} {dropped:>7} {r['unreadable']:>6}")
+        print(f"{r['mode']:<13} {r['fps']:>7.1f} {r['p50']:>9.0f} {r['p99']:>6.0f} {p50:>8} {p99:>6} {dropped:>7} {r['unreadable']:>6} {r['load']:>5.2f}")
 
 
 def rss_mb() -> float:

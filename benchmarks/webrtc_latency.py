@@ -113,7 +113,7 @@ async def measure(url: str, width: int, height: int, fps: int, seconds: float) -
         if reply.status != 200:
             raise SystemExit(f"webrtc_latency: {url} refused the offer: {await reply.text()}")
         answer = await reply.json()
-    await pc.setRemoteDescription(RTCSessionDescription(**answer))
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))  # the answer also names its session
     await asyncio.sleep(WARMUP_S)
     sent_before = clip.sent
     window["from"] = time.monotonic()
