@@ -54,7 +54,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 
-from benchmarks.compare_deface import resize_to, transcode
+from benchmarks.compare_deface import resized, transcode
 from benchmarks.deid_quality import MIN_SCORE, SECRET, Judges, context_crop, cpu_model, dlib_match, geometry, sface_match, synth_replaces
 from veil.stream.anonymisers import propagate
 from veil.stream.anonymisers.propagate import PropagatingSynth, residual_error
@@ -192,7 +192,7 @@ def tracked_frames(path: Path, limit: int, detector):
 
 def prepare_speed_clip(name: str, file: str, size, limit: int, folder: Path) -> Path:
     target = folder / f"{name}.mp4"
-    transcode(VIDEOS / file, target, limit, resize_to(*size) if size else (lambda image: image))
+    transcode([VIDEOS / file], target, limit, lambda images, i: resized(images[0], *size) if size else images[0])
     return target
 
 
