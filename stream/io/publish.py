@@ -47,9 +47,11 @@ class LiveEncoderSink(OutputSink):
         give_up_s: float = 30.0,
         log: Callable[[str], None] = print,
         metadata: dict[str, str] | None = None,
+        preset: str | None = None,
     ):
-        """``metadata``: a recording's container tags (veil.stream.io.provenance's marks)."""
-        self.target, self.log, self.metadata = target, log, metadata
+        """``metadata``: a recording's container tags (veil.stream.io.provenance's marks).
+        ``preset``: x264's speed in place of the live default (veil.stream.io.sink.add_video)."""
+        self.target, self.log, self.metadata, self.preset = target, log, metadata, preset
         self.network = is_network_output(target)
         self.path = None if self.network else Path(target)
         self.file = None if self.network else PartialFile(self.path)  # the claim on a recording
@@ -101,7 +103,7 @@ class LiveEncoderSink(OutputSink):
         fps = float(self.rate)
         # Keyframes every 2 s (what streaming platforms ask), no B-frames, no lookahead.
         self.video = add_video(self.container, self.width, self.height, self.rate, self.time_base, live=True,
-                               keyframe_every=max(1, round(2 * fps)))
+                               keyframe_every=max(1, round(2 * fps)), preset=self.preset)
         if self.metadata and not self.network:
             tag(self.container, self.metadata)
         if self.video.codec_context.name == "libx264":

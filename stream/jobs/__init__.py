@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from veil.errors import InputError
 from veil.stream.io.live import is_live_url
 from veil.stream.jobs.folder import run_folder
 from veil.stream.jobs.kinds import check_paths, is_live_output, is_photo
@@ -29,6 +30,8 @@ def run(input_path: str, output_path: str, options: Options, *, log=print) -> No
     if os.path.isdir(input_path):
         run_folder(Path(input_path), Path(output_path), options, detector, log=log)
     elif is_photo(input_path):
+        if options.preset is not None:
+            raise InputError("--preset is for video outputs (x264's speed); a photo is written as a photo")
         run_image(input_path, output_path, options, detector, log=log)
     else:
         run_video(input_path, output_path, options, detector, log=log)

@@ -71,10 +71,12 @@ def open_live_sink(output_path: str, source: LiveSource, options: Options, *, lo
     if output_path.startswith("webrtc://"):
         from veil.stream.io.webrtc import WebRtcSink
 
+        if options.preset is not None:
+            raise InputError("--preset is x264's; a webrtc:// output is encoded by the browser's codecs in aiortc")
         return WebRtcSink(output_path, log=log)
     return LiveEncoderSink(
         output_path, width=source.width, height=source.height, rate=source.rate, time_base=CLOCK,
-        audio=source.has_audio, give_up_s=options.reconnect_s, log=log, metadata=marks(options, sidecar),
+        audio=source.has_audio, give_up_s=options.reconnect_s, log=log, metadata=marks(options, sidecar), preset=options.preset,
     )  # fmt: skip
 
 

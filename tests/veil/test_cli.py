@@ -227,7 +227,10 @@ def test_a_bad_number_is_one_line_and_exit_2_or_a_run_the_gate_cannot_see_throug
 
 
 def test_a_faster_encoder_preset_writes_every_frame_anonymised_and_a_bad_one_is_one_line(short_clip, tmp_path, capsys, gate):
-    """--preset trades file size for the cores: the frames are the same frames, masked the same."""
+    """--preset trades file size for the cores: the frames are the same frames, masked the same.
+    Where no x264 encodes (a photo, WebRTC) it is refused."""
+    import cv2
+
     from tests.known_faces import raw_faces
 
     clip, truth = short_clip
@@ -242,6 +245,16 @@ def test_a_faster_encoder_preset_writes_every_frame_anonymised_and_a_bad_one_is_
     assert code == 2 and "--preset" in err and "superfast" in err and not list(tmp_path.glob("bad*"))
     code, err = in_process(["run", clip, "-o", tmp_path / "web.webm", "-q", "--preset", "superfast"], capsys)
     assert code == 2 and "H.264 outputs" in err and not list(tmp_path.glob("web*"))
+    live = tmp_path / "live.mkv"  # a live run's recording is x264's too, at the chosen preset
+    code, err = in_process(["run", clip, "-o", live, "-q", "--live", "--preset", "ultrafast"], capsys)
+    assert code == 0, err
+    assert b"subme=0" in live.read_bytes()
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), next(image for _, image in decoded_frames(clip)))
+    code, err = in_process(["run", photo, "-o", tmp_path / "photo_out.png", "--preset", "superfast"], capsys)
+    assert code == 2 and "--preset is for video outputs" in err and not list(tmp_path.glob("photo_out*"))
+    code, err = in_process(["run", clip, "-o", "webrtc://127.0.0.1:0", "--preset", "superfast"], capsys)
+    assert code == 2 and "--preset is x264's" in err
 
 
 # --- outputs are claimed ----------------------------------------------------------------------
